@@ -1,0 +1,1 @@
+"""nerve components and the small framework they share."""

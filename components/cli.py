@@ -1,0 +1,245 @@
+"""The `nerve` command line: run the mesh or any of its components, send and listen to events."""
+
+import json
+import sys
+import time
+
+import click
+
+from components import credentials
+from components.config import DEFAULT_ROUTER, LOG_LEVELS, MeshConfig
+from components.errors import ConfigError, InvalidArgument, NerveError
+
+
+def mesh_options(role):
+    """Click options shared by every component: where the router is and who we are."""
+
+    def decorate(command):
+        options = [
+            click.option("--router", envvar="NERVE_ROUTER", default=DEFAULT_ROUTER, show_default=True, show_envvar=True,
+                         help="Router URL: rs://HOST:PORT (RawSocket, fastest) or ws://HOST:PORT/ws."),
+            click.option("--realm", envvar="NERVE_REALM", default="nerve", show_default=True, show_envvar=True),
+            click.option("--authid", envvar="NERVE_AUTHID", default=None, show_envvar=True,
+                         help=f"Identity to join as [default: {role}-HOST-PID or the host id]."),
+            click.option("--ticket", envvar="NERVE_TICKET", default=None, show_envvar=True,
+                         help="Credential for the authid; default: derived from the secrets file."),
+            click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, show_envvar=True,
+                         type=click.Path(dir_okay=False), help=f"Role secrets [default: {credentials.DEFAULT_SECRETS_FILE}]."),
+            click.option("--log-level", envvar="NERVE_LOG_LEVEL", default="info", show_default=True, show_envvar=True,
+                         type=click.Choice(LOG_LEVELS)),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level):
+    """The MeshConfig from the common options; a bad value is a usage error (exit 2)."""
+    return checked(MeshConfig, role=role, router=router, realm=realm, authid=authid, ticket=ticket,
+                   secrets_file=secrets_file, log_level=log_level)
+
+
+def checked(factory, **values):
+    """Build a config object, turning its validation error into a click usage error."""
+    try:
+        return factory(**values)
+    except (ConfigError, InvalidArgument) as error:
+        raise click.UsageError(str(error)) from error
+
+
+def split_mesh(kwargs):
+    """Separate the common mesh options from a command's own options."""
+    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level")
+    return {name: kwargs.pop(name) for name in names}, kwargs
+
+
+def run_or_exit(targets, config, mesh, name):
+    """Run the component and exit with its code."""
+    from components.runner import run
+
+    sys.exit(run(targets, config, mesh=mesh, name=name))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def main():
+    """nerve: a reactive monitoring and compute mesh on WAMP, routed by Crossbar.io."""
+
+
+@main.command()
+@click.option("--port", envvar="NERVE_PORT", default=8080, show_default=True, show_envvar=True, type=click.IntRange(1, 65535))
+@click.option("--analyzers", default=2, show_default=True, type=click.IntRange(0, 32), help="Analyzer instances to start.")
+@click.option("--hosts", envvar="NERVE_HOSTS", default=0, show_default=True, type=click.IntRange(0, 100000),
+              help="Also start a simulator with this many synthetic hosts.")
+@click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, type=click.Path(dir_okay=False), show_envvar=True)
+def up(port, analyzers, hosts, secrets_file):
+    """Start the router, an orchestrator, a tracker for this machine and analyzers; Ctrl-C stops them all."""
+    from components.supervisor import run_mesh
+
+    sys.exit(run_mesh(port=port, analyzers=analyzers, hosts=hosts, secrets_file=secrets_file))
+
+
+@main.command()
+@click.option("--port", envvar="NERVE_PORT", default=8080, show_default=True, show_envvar=True, type=click.IntRange(1, 65535))
+@click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, type=click.Path(dir_okay=False), show_envvar=True)
+def router(port, secrets_file):
+    """Run the Crossbar router with the project's config (web page at /, WAMP at /ws, RawSocket on the same port)."""
+    import os
+
+    from components.routerctl import router_command
+
+    command = router_command(port, secrets_file)
+    os.execv(command[0], command)
+
+
+@main.command()
+@mesh_options("tracker")
+@click.option("--interval", envvar="NERVE_INTERVAL", default=1.0, show_default=True, type=float, show_envvar=True,
+              help="Seconds between measurements.")
+@click.option("--host-id", envvar="NERVE_HOST_ID", default=None, show_envvar=True,
+              help="Host id in topics [default: the hostname made URI-safe].")
+@click.option("--hosts", envvar="NERVE_HOSTS", default=0, show_default=True, type=click.IntRange(0, 100000), show_envvar=True,
+              help="Simulate this many hosts (sim-0000 ...) instead of measuring this machine.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the simulation.")
+def tracker(**kwargs):
+    """Measure this machine (or simulate many) and publish nerve.measure.<host_id> every interval."""
+    from components.runner import Mesh
+    from components.tracker import Tracker, TrackerConfig, local_host_id
+
+    common, own = split_mesh(kwargs)
+    role = "simulator" if own["hosts"] else "tracker"
+    if common["authid"] is None:
+        common["authid"] = "simulator" if own["hosts"] else (own["host_id"] or local_host_id())
+    config = checked(TrackerConfig, mesh=build_mesh_config(role, **common), **own)
+    mesh = Mesh(config)
+    run_or_exit([Tracker(config, mesh)], config, mesh, "tracker")
+
+
+@main.command()
+@mesh_options("analyzer")
+@click.option("--concurrency", envvar="NERVE_CONCURRENCY", default=1, show_default=True, type=click.IntRange(1, 64),
+              show_envvar=True, help="Calls this instance serves at once (the router enforces it).")
+@click.option("--thresholds", envvar="NERVE_THRESHOLDS", default="", show_envvar=True,
+              help="Per metric family LOW:HIGH[:hysteresis[:min seconds]], e.g. cpu=25:75,mem=70:90:5:2.")
+@click.option("--extra-work-ms", default=0.0, type=click.FloatRange(0, 10000), help="Extra CPU per call (benchmarks).")
+def analyzer(thresholds, **kwargs):
+    """Serve nerve.analyze (shared round robin): levels, mean, p95, trend and anomaly score per metric."""
+    from components.analysis import DEFAULT_THRESHOLDS, parse_thresholds
+    from components.analyzer import Analyzer, AnalyzerConfig
+    from components.runner import Mesh
+
+    common, own = split_mesh(kwargs)
+    try:
+        merged = dict(DEFAULT_THRESHOLDS, **(parse_thresholds(thresholds) if thresholds else {}))
+    except InvalidArgument as error:
+        raise click.BadParameter(str(error), param_hint="--thresholds") from error
+    config = checked(AnalyzerConfig, mesh=build_mesh_config("analyzer", **common), thresholds=merged, **own)
+    mesh = Mesh(config)
+    run_or_exit([Analyzer(config, mesh)], config, mesh, "analyzer")
+
+
+@main.command()
+@mesh_options("orchestrator")
+@click.option("--tick", envvar="NERVE_TICK", default=1.0, show_default=True, type=float, show_envvar=True,
+              help="Seconds between digests.")
+@click.option("--window", envvar="NERVE_WINDOW", default=300.0, show_default=True, type=float, show_envvar=True,
+              help="Seconds of samples kept per host.")
+@click.option("--batch-size", envvar="NERVE_BATCH_SIZE", default=100, show_default=True, type=int, show_envvar=True,
+              help="Hosts per nerve.analyze call.")
+def orchestrator(**kwargs):
+    """Subscribe measurements, farm analysis out to analyzers, publish analysis, alerts and the digest."""
+    from components.orchestrator import Orchestrator, OrchestratorConfig
+    from components.runner import Mesh
+
+    common, own = split_mesh(kwargs)
+    if common["authid"] is None:
+        common["authid"] = "orchestrator"
+    config = checked(OrchestratorConfig, mesh=build_mesh_config("orchestrator", **common), **own)
+    mesh = Mesh(config)
+    run_or_exit([Orchestrator(config, mesh)], config, mesh, "orchestrator")
+
+
+def print_event(topic, payload):
+    """One line per event: time, topic, compact JSON."""
+    stamp = time.strftime("%H:%M:%S")
+    click.echo(f"{stamp} {topic} {json.dumps(payload, separators=(',', ':'), default=str)}")
+    sys.stdout.flush()
+
+
+@main.command()
+@mesh_options("operator")
+@click.option("--on", "topic", required=True, help="Topic, or a prefix ending in '.' (e.g. nerve.alert.).")
+def listen(topic, **kwargs):
+    """Print every event on a topic or topic prefix until Ctrl-C."""
+    from components.listen import ListenConfig, Listener
+    from components.runner import Mesh
+
+    common, _ = split_mesh(kwargs)
+    config = checked(ListenConfig, mesh=build_mesh_config("operator", **common), topic=topic)
+    mesh = Mesh(config)
+    run_or_exit([Listener(config, print_event)], config, mesh, "listen")
+
+
+@main.command()
+@mesh_options("operator")
+def watch(**kwargs):
+    """Print live analysis levels and alerts in the terminal."""
+    from components.listen import Watcher, WatchConfig
+    from components.runner import Mesh
+
+    common, _ = split_mesh(kwargs)
+    config = checked(WatchConfig, mesh=build_mesh_config("operator", **common))
+    mesh = Mesh(config)
+    run_or_exit([Watcher(click.echo)], config, mesh, "watch")
+
+
+@main.group()
+def alert():
+    """Send ad-hoc alerts."""
+
+
+@alert.command("send")
+@mesh_options("operator")
+@click.option("--on", "topic", required=True, help="Topic to publish on, e.g. nerve.alert.web-01 or app.deploy.")
+@click.argument("message")
+def alert_send(topic, message, **kwargs):
+    """Publish MESSAGE as one event on TOPIC, acknowledged by the router; exits 1 if refused."""
+    from components.listen import SendConfig, send_once
+
+    common, _ = split_mesh(kwargs)
+    config = checked(SendConfig, mesh=build_mesh_config("operator", **common), topic=topic, message=message)
+    sys.exit(send_once(config))
+
+
+@main.command("run")
+@mesh_options("component")
+@click.argument("target")
+def run_module(target, **kwargs):
+    """Run TARGET (a module name or .py file of @on/@procedure/@every functions) as a component."""
+    from components.runner import ComponentConfig, load_module
+
+    common, _ = split_mesh(kwargs)
+    config = ComponentConfig(mesh=build_mesh_config("component", **common))
+    try:
+        module = load_module(target)
+    except (ImportError, OSError) as error:
+        raise click.BadParameter(f"cannot load {target!r}: {error}", param_hint="TARGET") from error
+    run_or_exit([module], config, None, module.__name__)
+
+
+@main.command()
+@click.argument("role", type=click.Choice(credentials.BACKEND_ROLES))
+@click.argument("authid")
+@click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, type=click.Path(dir_okay=False), show_envvar=True)
+def credential(role, authid, secrets_file):
+    """Print the ticket AUTHID must present for ROLE (give it to that machine as NERVE_TICKET)."""
+    try:
+        role_secrets = credentials.load_or_create(credentials.secrets_path(secrets_file))
+    except NerveError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(credentials.ticket_for(role_secrets[role], authid))
+
+
+if __name__ == "__main__":
+    main()

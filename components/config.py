@@ -1,0 +1,84 @@
+"""The typed connection config every component process builds once from flags and NERVE_* variables."""
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urlparse
+
+from components import credentials
+from components.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+DEFAULT_ROUTER = "rs://127.0.0.1:8080"
+URI_COMPONENT = re.compile(r"^[a-z0-9_-]+$")
+
+
+def uri_safe(name):
+    """A name made usable as one WAMP URI component: lower case, [a-z0-9_-] only."""
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")
+    return cleaned or "unnamed"
+
+
+def default_authid(role):
+    """An authid that tells who a process is: role, host and process id."""
+    return f"{role}-{uri_safe(socket.gethostname())}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Where and as whom a component joins the mesh."""
+
+    role: str
+    router: str = DEFAULT_ROUTER
+    realm: str = "nerve"
+    authid: Optional[str] = None
+    ticket: Optional[str] = field(default=None, repr=False)
+    secrets_file: Optional[Path] = None
+    log_level: str = "info"
+
+    def __post_init__(self):
+        parsed = urlparse(self.router)
+        if parsed.scheme not in ("ws", "wss", "rs", "rss") or not parsed.hostname:
+            raise ConfigError(f"router URL {self.router!r} must look like ws://HOST:PORT/ws or rs://HOST:PORT")
+        if not re.match(r"^[a-z0-9_.]+$", self.realm):
+            raise ConfigError(f"realm {self.realm!r} may hold only a-z, 0-9, '_' and '.'")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log level {self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+        if self.role not in credentials.BACKEND_ROLES and self.role != "anonymous":
+            raise ConfigError(f"role {self.role!r} must be one of {credentials.BACKEND_ROLES} or anonymous")
+        if self.authid is None:
+            object.__setattr__(self, "authid", default_authid(self.role))
+
+    @property
+    def is_rawsocket(self):
+        """Whether the router URL names a RawSocket (rs://, rss://) transport."""
+        return urlparse(self.router).scheme in ("rs", "rss")
+
+    def transport(self):
+        """The autobahn Component transport: reconnect forever with a short capped backoff."""
+        transport = {
+            "url": self.router,
+            "max_retries": -1,
+            "initial_retry_delay": 0.25,
+            "max_retry_delay": 2.0,
+            "retry_delay_growth": 1.5,
+            "retry_delay_jitter": 0.1,
+        }
+        if self.is_rawsocket:
+            transport.update(type="rawsocket", serializer="msgpack")
+        else:
+            transport.update(type="websocket", serializers=["msgpack", "json"])
+        return transport
+
+    def authentication(self):
+        """The autobahn authentication dict: a ticket for a backend role, nothing for anonymous."""
+        if self.role == "anonymous":
+            return None
+        ticket = self.ticket
+        if ticket is None:
+            role_secrets = credentials.load_or_create(credentials.secrets_path(self.secrets_file))
+            ticket = credentials.ticket_for(role_secrets[self.role], self.authid)
+        return {"ticket": {"authid": self.authid, "ticket": ticket, "authextra": {"role": self.role}}}

@@ -1,0 +1,84 @@
+"""Decorators that only annotate plain functions; `components.runner` binds them when a session joins.
+
+Any option may be a callable taking the process config, so a component can take it from
+flags (`concurrency=lambda config: config.concurrency`): it is resolved when the runner binds.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+BINDINGS_ATTR = "__nerve_bindings__"
+MATCH_POLICIES = ("exact", "prefix", "wildcard")
+INVOKE_POLICIES = ("single", "roundrobin", "random", "first", "last")
+
+Setting = Union[Any, Callable[[Any], Any]]
+
+
+@dataclass(frozen=True)
+class OnEvent:
+    """A subscription: call the function with each event on topic."""
+
+    topic: Setting
+    match: Setting = "exact"
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """A registration: the function answers calls to uri."""
+
+    uri: str
+    invoke: str = "single"
+    concurrency: Setting = None
+
+
+@dataclass(frozen=True)
+class Every:
+    """A timer: call the function every `seconds` while the session is joined."""
+
+    seconds: Setting
+    now: bool = True
+
+
+def _annotate(binding):
+    def annotate(func):
+        setattr(func, BINDINGS_ATTR, getattr(func, BINDINGS_ATTR, ()) + (binding,))
+        return func
+
+    return annotate
+
+
+def on(topic, match="exact"):
+    """Mark a function as the handler of events on topic (match: exact, prefix or wildcard)."""
+    if not callable(match) and match not in MATCH_POLICIES:
+        raise ValueError(f"match must be one of {MATCH_POLICIES}, not {match!r}")
+    return _annotate(OnEvent(topic, match))
+
+
+def procedure(uri, invoke="single", concurrency=None):
+    """Mark a function as the callee of uri, shared under the invoke policy, at most `concurrency` calls at once."""
+    if invoke not in INVOKE_POLICIES:
+        raise ValueError(f"invoke must be one of {INVOKE_POLICIES}, not {invoke!r}")
+    return _annotate(Procedure(uri, invoke, concurrency))
+
+
+def every(seconds, now=True):
+    """Mark a function to run every `seconds` while joined (first run at join when now is true)."""
+    return _annotate(Every(seconds, now))
+
+
+def bindings_of(*targets):
+    """Every (function, binding) pair found on the given modules or objects, in name order."""
+    found = []
+    for target in targets:
+        for name in sorted(dir(target)):
+            if name.startswith("__"):
+                continue
+            func = getattr(target, name, None)
+            for binding in getattr(func, BINDINGS_ATTR, ()):
+                found.append((func, binding))
+    return found
+
+
+def resolve(setting, config):
+    """A setting's value: called with the config when it is a callable."""
+    return setting(config) if callable(setting) else setting

@@ -1,0 +1,83 @@
+"""The measurement message: its metric schema (data the dashboard renders from) and its validation."""
+
+import math
+import re
+
+from components.errors import InvalidArgument
+
+MEASURE_TOPIC_PREFIX = "nerve.measure."
+HOST_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+MAX_METRICS = 512
+MAX_FUTURE_SECONDS = 60.0
+MAX_AGE_SECONDS = 24 * 3600.0
+
+# One entry per metric family. A metric name is the family, or family.instance for
+# per-core / per-mount series ("cpu_core.3", "disk_used.root").
+MEASURE_SCHEMA = {
+    "cpu": {"label": "CPU", "unit": "%", "min": 0, "max": 100, "headline": True},
+    "cpu_core": {"label": "CPU core", "unit": "%", "min": 0, "max": 100, "per": "core"},
+    "load1": {"label": "Load 1 min", "unit": "", "min": 0},
+    "load5": {"label": "Load 5 min", "unit": "", "min": 0},
+    "load15": {"label": "Load 15 min", "unit": "", "min": 0},
+    "mem": {"label": "Memory used", "unit": "%", "min": 0, "max": 100, "headline": True},
+    "swap": {"label": "Swap used", "unit": "%", "min": 0, "max": 100},
+    "disk_used": {"label": "Disk used", "unit": "%", "min": 0, "max": 100, "per": "mount"},
+    "disk_read": {"label": "Disk read", "unit": "B/s", "min": 0},
+    "disk_write": {"label": "Disk write", "unit": "B/s", "min": 0},
+    "net_recv": {"label": "Network in", "unit": "B/s", "min": 0},
+    "net_sent": {"label": "Network out", "unit": "B/s", "min": 0},
+    "procs": {"label": "Processes", "unit": "", "min": 0},
+}
+HEADLINE_METRICS = tuple(name for name, spec in MEASURE_SCHEMA.items() if spec.get("headline"))
+
+
+def measure_topic(host_id):
+    """The topic a host's measurements are published on."""
+    return MEASURE_TOPIC_PREFIX + host_id
+
+
+def family_of(metric):
+    """The schema family of a metric name ("disk_used.root" -> "disk_used")."""
+    return metric.split(".", 1)[0]
+
+
+def _finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_measure(event, now, topic=None):
+    """Check a measurement event against the schema; return it, or raise InvalidArgument naming the field."""
+    if not isinstance(event, dict):
+        raise InvalidArgument(f"measurement must be an object, got {type(event).__name__}")
+    for field, kind in (("host_id", str), ("seq", int), ("ts", float), ("interval", float), ("metrics", dict)):
+        if field not in event:
+            raise InvalidArgument(f"measurement lacks field '{field}'")
+        value = event[field]
+        ok = isinstance(value, dict) if kind is dict else isinstance(value, str) if kind is str else (
+            isinstance(value, int) and not isinstance(value, bool) if kind is int else _finite_number(value))
+        if not ok:
+            raise InvalidArgument(f"measurement field '{field}': expected {kind.__name__}, got {value!r:.60}")
+    host_id = event["host_id"]
+    if not HOST_ID_PATTERN.match(host_id):
+        raise InvalidArgument(f"measurement field 'host_id': {host_id!r:.70} is not URI-safe (1-64 of a-z 0-9 _ -)")
+    if topic is not None and topic != measure_topic(host_id):
+        raise InvalidArgument(f"measurement for host '{host_id}' arrived on topic {topic!r}")
+    if event["seq"] < 0:
+        raise InvalidArgument(f"measurement field 'seq' must be >= 0, got {event['seq']}")
+    if event["interval"] <= 0:
+        raise InvalidArgument(f"measurement field 'interval' must be > 0, got {event['interval']}")
+    ts = event["ts"]
+    if ts > now + MAX_FUTURE_SECONDS or ts < now - MAX_AGE_SECONDS:
+        raise InvalidArgument(f"measurement field 'ts': {ts} is {ts - now:+.0f} s from now, outside the accepted range")
+    metrics = event["metrics"]
+    if not metrics or len(metrics) > MAX_METRICS:
+        raise InvalidArgument(f"measurement field 'metrics' must hold 1 to {MAX_METRICS} values, got {len(metrics)}")
+    for name, value in metrics.items():
+        spec = MEASURE_SCHEMA.get(family_of(name)) if isinstance(name, str) else None
+        if spec is None:
+            raise InvalidArgument(f"measurement metric {name!r:.60} is not in the schema")
+        if not _finite_number(value):
+            raise InvalidArgument(f"measurement metric '{name}': expected a finite number, got {value!r:.60}")
+        if value < spec.get("min", -math.inf) or value > spec.get("max", math.inf) * 1.001:
+            raise InvalidArgument(f"measurement metric '{name}': {value} is outside [{spec.get('min')}, {spec.get('max')}]")
+    return event

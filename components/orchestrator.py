@@ -1,0 +1,281 @@
+"""The orchestrator: the one subscriber of measurements; batches hosts into nerve.analyze calls and publishes results.
+
+Per host it keeps a bounded window (for nerve.history), the samples not yet analysed,
+and the compact analysis state the analyzers return. Work for a host is coalesced:
+while a call for it is in flight or the analyzers are saturated, new samples queue
+on the host (bounded), never in an unbounded global queue.
+"""
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from autobahn.wamp.exception import ApplicationError
+from twisted.internet import defer, reactor
+from twisted.logger import Logger
+
+from components.config import MeshConfig
+from components.decorators import every, on, procedure
+from components.errors import ConfigError, InvalidArgument, NotFound
+from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, validate_measure
+
+log = Logger(namespace="nerve.orchestrator")
+
+ANALYZE_URI = "nerve.analyze"
+BACKPRESSURE_ERRORS = ("crossbar.error.max_concurrency_reached",)
+NO_ANALYZER_ERRORS = ("wamp.error.no_such_procedure", "wamp.error.no_such_registration")
+ANALYSIS_SCHEMA = {
+    "value": {"label": "Value", "unit": "metric"},
+    "level": {"label": "Level", "unit": "LOW / MEDIUM / HIGH"},
+    "mean": {"label": "Mean", "unit": "metric"},
+    "p95": {"label": "p95", "unit": "metric"},
+    "trend": {"label": "Trend", "unit": "metric per minute"},
+    "anomaly": {"label": "Anomaly", "unit": "robust z-score"},
+}
+MAX_ALERTS_PER_HOST = 50
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    """Orchestrator settings: window length, batching, digest tick and timeouts."""
+
+    mesh: MeshConfig
+    tick: float = 1.0
+    window: float = 300.0
+    batch_size: int = 100
+    batch_delay: float = 0.05
+    max_in_flight: int = 16
+    max_pending: int = 600
+    call_timeout: float = 30.0
+    stale_after: float = 5.0
+
+    def __post_init__(self):
+        for name in ("tick", "window", "call_timeout", "stale_after"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.batch_delay <= self.tick:
+            raise ConfigError(f"batch delay must be between 0 and the tick ({self.tick} s), got {self.batch_delay}")
+        for name in ("batch_size", "max_in_flight", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+
+
+class HostRecord:
+    """What the orchestrator knows of one host."""
+
+    __slots__ = ("host_id", "hostname", "run", "last_seq", "last_ts", "interval", "window", "pending",
+                 "in_flight", "state", "analysis", "alerts", "received_at")
+
+    def __init__(self, host_id, max_window):
+        self.host_id = host_id
+        self.hostname = host_id
+        self.run = None
+        self.last_seq = -1
+        self.last_ts = 0.0
+        self.interval = 1.0
+        self.window = deque(maxlen=max_window)
+        self.pending = []
+        self.in_flight = False
+        self.state = None
+        self.analysis = None
+        self.alerts = deque(maxlen=MAX_ALERTS_PER_HOST)
+        self.received_at = 0.0
+
+    def level(self):
+        """The host's latest overall level, or None before its first analysis."""
+        return self.analysis["level"] if self.analysis else None
+
+
+class Orchestrator:
+    """Subscribes measurements, calls analyzers in batches, publishes analysis, alerts and the digest."""
+
+    def __init__(self, config, mesh, clock=time.time):
+        self.config = config
+        self.mesh = mesh
+        self.clock = clock
+        self.hosts = {}
+        self.stats = Counter()
+        self.in_flight_calls = 0
+        self.dispatch_call = None
+        self.saturated_until = 0.0
+        self.backoff = 0.0
+        self.no_analyzer_logged = False
+        self.max_window = int(config.window / 0.05) + 1
+
+    # -- input -------------------------------------------------------------------------
+    @on(MEASURE_TOPIC_PREFIX, match="prefix")
+    def on_measure(self, event, details=None):
+        """Validate a measurement, drop duplicates, append it to the host's window and pending work."""
+        now = self.clock()
+        validate_measure(event, now, topic=getattr(details, "topic", None))
+        host = self.hosts.get(event["host_id"])
+        if host is None:
+            host = self.hosts[event["host_id"]] = HostRecord(event["host_id"], self.max_window)
+        run, seq = event.get("run"), event["seq"]
+        if run == host.run and seq <= host.last_seq:
+            self.stats["duplicates"] += 1
+            return
+        if run == host.run and seq > host.last_seq + 1:
+            self.stats["gaps"] += seq - host.last_seq - 1
+        host.run, host.last_seq, host.interval = run, seq, event["interval"]
+        host.hostname = str(event.get("hostname", host.host_id))[:255]
+        host.last_ts, host.received_at = max(host.last_ts, event["ts"]), now
+        sample = {"seq": seq, "ts": event["ts"], "metrics": event["metrics"]}
+        host.window.append(sample)
+        while host.window and host.window[0]["ts"] < host.last_ts - self.config.window:
+            host.window.popleft()
+        if host.pending and sample["ts"] <= host.pending[-1]["ts"]:
+            self.stats["out_of_order"] += 1  # analysis needs increasing time; the window still keeps it
+        else:
+            host.pending.append(sample)
+            if len(host.pending) > self.config.max_pending:
+                del host.pending[0]
+                self.stats["coalesced"] += 1
+        self.stats["received"] += 1
+        self._schedule_dispatch(self.config.batch_delay)
+
+    # -- dispatch ----------------------------------------------------------------------
+    def _schedule_dispatch(self, delay):
+        if self.dispatch_call is None or not self.dispatch_call.active():
+            self.dispatch_call = reactor.callLater(max(delay, self.saturated_until - self.clock(), 0), self.dispatch)
+
+    def due_hosts(self):
+        """Hosts with samples waiting and no call in flight."""
+        return [host for host in self.hosts.values() if host.pending and not host.in_flight]
+
+    def dispatch(self):
+        """Send due hosts to the analyzers in batches, up to the in-flight cap."""
+        if not self.mesh.connected or self.clock() < self.saturated_until:
+            return
+        due = self.due_hosts()
+        size = self.config.batch_size
+        for start in range(0, len(due), size):
+            if self.in_flight_calls >= self.config.max_in_flight:
+                self._schedule_dispatch(self.config.batch_delay)
+                return
+            self._send(due[start:start + size])
+
+    def _send(self, batch):
+        work = []
+        for host in batch:
+            host.in_flight = True
+            work.append((host, host.pending))
+            host.pending = []
+        payload = [{"host_id": host.host_id, "state": host.state, "samples": samples} for host, samples in work]
+        self.in_flight_calls += 1
+        self.stats["calls"] += 1
+        sent_at = self.clock()
+        call = self.mesh.call(ANALYZE_URI, payload, timeout=self.config.call_timeout)
+        call.addCallbacks(self._on_result, self._on_failure, callbackArgs=(work, sent_at), errbackArgs=(work,))
+        call.addErrback(lambda failure: log.failure("handling an analysis result failed", failure))
+
+    def _finish(self, work):
+        self.in_flight_calls -= 1
+        for host, _ in work:
+            host.in_flight = False
+
+    def _on_result(self, result, work, sent_at):
+        self._finish(work)
+        self.backoff = 0.0
+        self.no_analyzer_logged = False
+        results = result.get("hosts", []) if isinstance(result, dict) else []
+        if len(results) != len(work):
+            raise InvalidArgument(f"analyzer returned {len(results)} results for {len(work)} hosts")
+        analyzer = result.get("analyzer")
+        now = self.clock()
+        self.stats["analysed"] += sum(len(samples) for _, samples in work)
+        for (host, samples), analysed in zip(work, results):
+            self._publish_analysis(host, samples, analysed, analyzer, now)
+        if any(host.pending for host, _ in work):
+            self._schedule_dispatch(self.config.batch_delay)
+
+    def _on_failure(self, failure, work):
+        self._finish(work)
+        for host, samples in work:
+            # Put the work back in front of anything newer; coalesce to the newest max_pending samples.
+            host.pending = (samples + host.pending)[-self.config.max_pending:]
+        error = failure.value
+        uri = getattr(error, "error", None)
+        self.stats["retries"] += 1
+        if uri in BACKPRESSURE_ERRORS:
+            self.stats["backpressure"] += 1
+            self.backoff = min(max(self.backoff * 2, 0.02), 1.0)
+            self.saturated_until = self.clock() + self.backoff
+        elif uri in NO_ANALYZER_ERRORS:
+            if not self.no_analyzer_logged:
+                log.warn("no analyzer is connected; holding work until one registers {uri}", uri=ANALYZE_URI)
+                self.no_analyzer_logged = True
+            self.saturated_until = self.clock() + 0.25
+        else:
+            # A callee that died mid-call or timed out: the work goes to whichever analyzer is next.
+            log.info("analysis call failed ({error}); retrying", error=getattr(error, "error_message", lambda: error)())
+        self._schedule_dispatch(self.backoff if uri in BACKPRESSURE_ERRORS else 0.05)
+
+    # -- output ------------------------------------------------------------------------
+    def _publish_analysis(self, host, samples, analysed, analyzer, now):
+        host.state = analysed.get("state")
+        last = samples[-1]
+        host.analysis = {"host_id": host.host_id, "hostname": host.hostname, "seq": last["seq"], "ts": last["ts"],
+                         "analyzed_at": round(now, 3), "analyzer": analyzer, "level": analysed.get("level"),
+                         "metrics": analysed.get("metrics", {})}
+        self.mesh.publish(f"nerve.analysis.{host.host_id}", host.analysis)
+        for change in analysed.get("changes", []):
+            alert = dict(change, host_id=host.host_id, hostname=host.hostname)
+            host.alerts.append(alert)
+            self.stats["alerts"] += 1
+            self.mesh.publish(f"nerve.alert.{host.host_id}", alert)
+
+    def digest_entry(self, host, now):
+        """One host's line in the digest: level, headline values, age, staleness."""
+        latest = host.window[-1]["metrics"] if host.window else {}
+        entry = {"level": host.level(), "ts": host.last_ts, "seq": host.last_seq,
+                 "stale": now - host.received_at > max(self.config.stale_after, 3 * host.interval)}
+        entry.update({name: latest.get(name) for name in HEADLINE_METRICS})
+        return entry
+
+    @every(lambda config: config.tick)
+    def publish_digest(self):
+        """One event per tick with every host's latest level and headline values."""
+        now = self.clock()
+        if self.due_hosts():
+            self._schedule_dispatch(0)
+        self.mesh.publish("nerve.digest", {"ts": round(now, 3), "hosts": {
+            host_id: self.digest_entry(host, now) for host_id, host in self.hosts.items()}})
+
+    # -- queries -----------------------------------------------------------------------
+    @procedure("nerve.snapshot")
+    def snapshot(self):
+        """Current state of every host, for late joiners: digest entries plus hostnames and the schema."""
+        now = self.clock()
+        hosts = {}
+        for host_id, host in self.hosts.items():
+            hosts[host_id] = dict(self.digest_entry(host, now), hostname=host.hostname)
+        return {"ts": round(now, 3), "schema": self.schema(), "hosts": hosts}
+
+    @procedure("nerve.history")
+    def history(self, host_id, since=None):
+        """A host's window of samples (after `since`, epoch seconds), its latest analysis and recent alerts."""
+        if not isinstance(host_id, str):
+            raise InvalidArgument(f"host_id must be a string, got {type(host_id).__name__}")
+        if since is not None and (not isinstance(since, (int, float)) or isinstance(since, bool)):
+            raise InvalidArgument(f"since must be epoch seconds (a number), got {since!r:.40}")
+        host = self.hosts.get(host_id)
+        if host is None:
+            raise NotFound(f"no host '{host_id:.64}' has reported; nerve.snapshot lists the known hosts")
+        samples = [sample for sample in host.window if since is None or sample["ts"] > since]
+        return {"host_id": host_id, "hostname": host.hostname, "samples": samples,
+                "analysis": host.analysis, "alerts": list(host.alerts)}
+
+    @procedure("nerve.schema")
+    def schema(self):
+        """The measurement and analysis schemas (fields, labels, units) so clients render metrics generically."""
+        return {"measure": MEASURE_SCHEMA, "analysis": ANALYSIS_SCHEMA}
+
+    @procedure("nerve.stats")
+    def get_stats(self):
+        """Counters: received, analysed, duplicates, gaps, dropped per publisher, backlog and calls in flight."""
+        backlog = sum(len(host.pending) for host in self.hosts.values())
+        oldest = min((host.pending[0]["ts"] for host in self.hosts.values() if host.pending), default=None)
+        return dict(self.stats, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
+                    lag_seconds=round(self.clock() - oldest, 3) if oldest else 0.0,
+                    dropped=dict(self.mesh.dropped), handler_errors=dict(self.mesh.errors))

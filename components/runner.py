@@ -1,0 +1,349 @@
+"""Runs a component: joins the realm, binds the decorated functions on every join, reconnects, stops cleanly.
+
+A handler receives the event's or call's positional and keyword arguments; if its
+signature names a `details` or `mesh` parameter, the runner passes the WAMP details
+or the `Mesh` too.
+"""
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import txaio
+
+txaio.use_twisted()
+
+from autobahn.twisted.component import Component  # noqa: E402
+from autobahn.wamp.exception import ApplicationError  # noqa: E402
+from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions  # noqa: E402
+from twisted.internet import defer, task  # noqa: E402
+from twisted.logger import (  # noqa: E402
+    FilteringLogObserver,
+    LogLevel,
+    Logger,
+    PredicateResult,
+    formatEvent,
+    globalLogBeginner,
+)
+
+from components.config import MeshConfig  # noqa: E402
+from components.decorators import Every, OnEvent, Procedure, bindings_of, resolve  # noqa: E402
+from components.errors import InvalidArgument, NerveError, NotAuthenticated  # noqa: E402
+
+log = Logger(namespace="nerve")
+EXIT_AUTH_FAILED = 3
+
+
+def configure_logging(level, name):
+    """Send Twisted/txaio logging to stderr as one short line per event, at or above level."""
+
+    def write(event):
+        text = formatEvent(event)
+        if event.get("log_failure") is not None and event["log_level"] >= LogLevel.error:
+            text += "\n" + event["log_failure"].getTraceback()
+        sys.stderr.write(f"{name}: {text}\n")
+
+    ours = LogLevel.levelWithName(level)
+    # Autobahn and Twisted narrate every connect and signal at info; only nerve's own info lines are shown.
+    theirs = ours if ours == LogLevel.debug else max(ours, LogLevel.warn)
+
+    def predicate(event):
+        namespace = event.get("log_namespace") or ""
+        floor = ours if namespace.startswith("nerve") else theirs
+        level = event["log_level"]
+        if namespace.startswith("autobahn") and (event.get("log_format") or "").startswith("trying transport"):
+            level = LogLevel.info  # autobahn says this at warn on every (re)connect attempt
+        return PredicateResult.yes if level >= floor else PredicateResult.no
+
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(write, [predicate])], redirectStandardIO=False)
+    txaio.set_global_log_level(level)
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    """The config of a user component run by `nerve run`: only the connection."""
+
+    mesh: MeshConfig
+
+
+def load_module(target):
+    """Import a module by dotted name, or from a .py file path."""
+    path = Path(target)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise OSError(f"no such file: {path}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(target)
+
+
+class Mesh:
+    """The live session as handlers see it: publish, call, the config, and counts of dropped input."""
+
+    def __init__(self, config):
+        self.config = config
+        self.session = None
+        self.dropped = Counter()
+        self.errors = Counter()
+
+    @property
+    def connected(self):
+        """Whether a session is joined right now."""
+        return self.session is not None and self.session.is_attached()
+
+    def publish(self, topic, *args, acknowledge=False, retain=False, **kwargs):
+        """Publish an event; with acknowledge=True the result is a Deferred that fails if refused."""
+        if not self.connected:
+            return defer.fail(ApplicationError("nerve.error.unavailable", "not connected to the router")) if acknowledge else None
+        options = PublishOptions(acknowledge=acknowledge, retain=retain) if (acknowledge or retain) else None
+        return self.session.publish(topic, *args, options=options, **kwargs)
+
+    def call(self, uri, *args, timeout=None, on_progress=None, **kwargs):
+        """Call a procedure; a timeout is enforced on this side by cancelling (router-side timeouts leak slots)."""
+        if not self.connected:
+            return defer.fail(ApplicationError("nerve.error.unavailable", "not connected to the router"))
+        options = CallOptions(on_progress=on_progress) if on_progress else None
+        result = self.session.call(uri, *args, options=options, **kwargs)
+        if timeout:
+            from twisted.internet import reactor
+
+            timer = reactor.callLater(timeout, result.cancel)
+            result.addBoth(lambda value: (timer.active() and timer.cancel(), value)[1])
+        return result
+
+    def count_dropped(self, source, error):
+        """Count one dropped event from source; log the first of each kind so floods stay quiet."""
+        self.dropped[source] += 1
+        if self.dropped[source] in (1, 100, 10000):
+            log.warn("dropped event #{n} from {source}: {error}", n=self.dropped[source], source=source, error=error)
+
+
+def _invoker(func, mesh):
+    """A function (args, kwargs, details) -> result that passes `details`/`mesh` when func asks for them."""
+    parameters = inspect.signature(func).parameters
+    wants_details, wants_mesh = "details" in parameters, "mesh" in parameters
+
+    def invoke(args, kwargs, details):
+        extra = {}
+        if wants_details:
+            extra["details"] = details
+        if wants_mesh:
+            extra["mesh"] = mesh
+        return func(*args, **kwargs, **extra)
+
+    invoke.signature = inspect.signature(func)
+    invoke.extra_names = [name for name, wanted in (("details", wants_details), ("mesh", wants_mesh)) if wanted]
+    return invoke
+
+
+def event_handler(func, mesh):
+    """Wrap an event handler so bad input is counted and dropped instead of killing the consumer."""
+    invoke = _invoker(func, mesh)
+
+    def on_event(*args, details=None, **kwargs):
+        source = getattr(details, "topic", None) or func.__name__
+        try:
+            result = invoke(args, kwargs, details)
+        except NerveError as error:
+            mesh.count_dropped(source, error)
+            return None
+        except Exception:  # a handler bug must not unsubscribe the consumer; it is logged and counted
+            mesh.errors[func.__name__] += 1
+            log.failure("event handler {name} failed on {source}", name=func.__name__, source=source)
+            return None
+        if isinstance(result, defer.Deferred):
+            result.addErrback(lambda failure: log.failure("event handler {name} failed", failure, name=func.__name__))
+        return None
+
+    return on_event
+
+
+def to_application_error(failure, uri):
+    """Turn a failure raised by a procedure into the ApplicationError the caller sees."""
+    error = failure.value
+    if isinstance(error, ApplicationError):
+        return failure
+    if isinstance(error, NerveError):
+        raise ApplicationError(error.uri, str(error))
+    log.failure("procedure {uri} failed", failure, uri=uri)
+    raise ApplicationError(NerveError.uri, f"{uri} failed inside the callee: {type(error).__name__}: {error}")
+
+
+def call_handler(func, mesh, uri):
+    """Wrap a procedure: check the arguments against its signature, map errors to nerve.error.* URIs."""
+    invoke = _invoker(func, mesh)
+
+    def on_call(*args, details=None, **kwargs):
+        try:
+            invoke.signature.bind(*args, **kwargs, **{name: None for name in invoke.extra_names})
+        except TypeError as error:
+            raise ApplicationError(InvalidArgument.uri, f"{uri}: {error}")
+        result = defer.maybeDeferred(invoke, args, kwargs, details)
+        return result.addErrback(to_application_error, uri)
+
+    return on_call
+
+
+class Binder:
+    """Binds the decorated functions of targets to each new session and unbinds timers on leave."""
+
+    def __init__(self, targets, mesh):
+        self.bindings = bindings_of(*targets)
+        self.mesh = mesh
+        self.timers = []
+        self.joined = defer.Deferred()
+
+    @defer.inlineCallbacks
+    def on_join(self, session, details):
+        """Subscribe, register and start timers for every binding."""
+        self.mesh.session = session
+        for func, binding in self.bindings:
+            try:
+                yield self._bind(session, func, binding)
+            except ApplicationError as error:
+                log.error("cannot bind {name} to {binding}: {error}", name=func.__name__, binding=binding, error=error)
+        log.info("joined realm {realm} as {authid} ({role}), {n} bindings",
+                 realm=details.realm, authid=details.authid, role=details.authrole, n=len(self.bindings))
+        if not self.joined.called:
+            self.joined.callback(session)
+
+    def _bind(self, session, func, binding):
+        config = self.mesh.config
+        if isinstance(binding, OnEvent):
+            options = SubscribeOptions(match=resolve(binding.match, config), details_arg="details")
+            return session.subscribe(event_handler(func, self.mesh), resolve(binding.topic, config), options=options)
+        if isinstance(binding, Procedure):
+            concurrency = resolve(binding.concurrency, config)
+            options = RegisterOptions(invoke=binding.invoke, concurrency=concurrency, details_arg="details")
+            uri = resolve(binding.uri, config)
+            return session.register(call_handler(func, self.mesh, uri), uri, options=options)
+        if isinstance(binding, Every):
+            invoke = _invoker(func, self.mesh)
+            timer = task.LoopingCall(self._tick, invoke, func.__name__)
+            self.timers.append(timer)
+            timer.start(resolve(binding.seconds, config), now=binding.now)
+            return defer.succeed(None)
+        raise TypeError(f"unknown binding {binding!r}")
+
+    @staticmethod
+    def _tick(invoke, name):
+        # A failing tick is logged and the timer keeps running: one bad round must not stop a component.
+        result = defer.maybeDeferred(invoke, (), {}, None)
+        return result.addErrback(lambda failure: log.failure("periodic {name} failed", failure, name=name))
+
+    def on_leave(self, session, details):
+        """Stop the timers; they restart on the next join."""
+        for timer in self.timers:
+            if timer.running:
+                timer.stop()
+        self.timers = []
+        self.mesh.session = None
+        if details.reason == NotAuthenticated.uri:
+            log.critical("router refused the credential: {message}", message=details.message)
+
+
+def run(targets, config, mesh=None, name="nerve"):
+    """Run targets (modules or objects with decorated functions) until SIGINT/SIGTERM; returns the exit code."""
+    mesh_config = config.mesh
+    configure_logging(mesh_config.log_level, name)
+    mesh = mesh or Mesh(config)
+    binder = Binder(targets, mesh)
+    exit_code = [0]
+
+    def is_fatal(error):
+        # A refused credential does not get better by retrying: say why and exit.
+        if isinstance(error, ApplicationError) and error.error == NotAuthenticated.uri:
+            log.critical("router refused the credential: {message}", message=error.error_message())
+            exit_code[0] = EXIT_AUTH_FAILED
+            return True
+        return False
+
+    component = Component(
+        transports=[mesh_config.transport()],
+        realm=mesh_config.realm,
+        authentication=mesh_config.authentication(),
+        is_fatal=is_fatal,
+    )
+    component.on("join", binder.on_join)
+    component.on("leave", binder.on_leave)
+
+    def main(reactor):
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: _stop(component))
+        reactor.callWhenRunning(_stop_once_on_signals, reactor)
+        done = component.start(reactor)
+        done.addErrback(lambda failure: exit_code.__setitem__(0, exit_code[0] or 1))
+        return done
+
+    try:
+        task.react(main)
+    except SystemExit as stop:
+        return exit_code[0] or (stop.code if isinstance(stop.code, int) else 0)
+    return exit_code[0]
+
+
+def _stop_once_on_signals(reactor):
+    """SIGINT and SIGTERM stop the reactor once; a second signal during shutdown is ignored."""
+    import signal
+
+    def on_signal(signum, frame):
+        if reactor.running and not getattr(reactor, "_nerve_stopping", False):
+            reactor._nerve_stopping = True
+            log.info("stopping on {name}", name=signal.Signals(signum).name)
+            reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def _stop(component):
+    """Leave the session cleanly, waiting at most two seconds."""
+    stopping = component.stop()
+    if isinstance(stopping, defer.Deferred):
+        from twisted.internet import reactor
+
+        return stopping.addTimeout(2, reactor).addErrback(lambda failure: None)
+    return None
+
+
+def run_once(action, config, name="nerve"):
+    """Join once (no retries), run action(mesh) -> Deferred, leave; returns 0, or 1 with the error printed."""
+    mesh_config = config.mesh
+    configure_logging(mesh_config.log_level, name)
+    mesh = Mesh(config)
+    outcome = {"code": 1}
+    transport = dict(mesh_config.transport(), max_retries=0)
+    component = Component(transports=[transport], realm=mesh_config.realm, authentication=mesh_config.authentication())
+
+    @defer.inlineCallbacks
+    def on_join(session, details):
+        mesh.session = session
+        try:
+            yield action(mesh)
+            outcome["code"] = 0
+        except ApplicationError as error:
+            sys.stderr.write(f"{name}: refused: {error.error}: {error.error_message()}\n")
+        yield session.leave()
+
+    def on_leave(session, details):
+        if details.reason not in ("wamp.close.normal", "wamp.error.goodbye_and_out"):
+            sys.stderr.write(f"{name}: {details.reason}: {details.message}\n")
+
+    component.on("join", on_join)
+    component.on("leave", on_leave)
+
+    def main(reactor):
+        done = component.start(reactor)
+        done.addErrback(lambda failure: sys.stderr.write(f"{name}: cannot reach the router at {mesh_config.router}\n"))
+        return done
+
+    try:
+        task.react(main)
+    except SystemExit:
+        pass
+    return outcome["code"]

@@ -1,0 +1,212 @@
+"""Helpers for testing components against a real router: start it and components as processes, join as a client.
+
+Used by nerve's own tests; a team writing components can use them the same way with
+pytest-twisted (`pytest_twisted.blockon` in fixtures, `inlineCallbacks` in tests).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from autobahn.twisted.component import Component
+from autobahn.wamp.types import PublishOptions
+from twisted.internet import defer, reactor, task
+
+from components import credentials
+from components.routerctl import free_port, router_command, wait_for_port
+
+
+class RouterProcess:
+    """A Crossbar router running the project's config on a free port, with its own secrets file."""
+
+    def __init__(self, workdir=None, port=None):
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="nerve-router-"))
+        self.port = port or free_port()
+        self.secrets_file = self.workdir / "secrets.json"
+        self.role_secrets = credentials.load_or_create(self.secrets_file)
+        self.log_path = self.workdir / "router.log"
+        self.process = None
+
+    @property
+    def rawsocket_url(self):
+        """rs://127.0.0.1:PORT"""
+        return f"rs://127.0.0.1:{self.port}"
+
+    @property
+    def websocket_url(self):
+        """ws://127.0.0.1:PORT/ws"""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self):
+        """http://127.0.0.1:PORT/"""
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self):
+        """Start crossbar and wait until the port accepts connections."""
+        command = router_command(self.port, self.secrets_file, base=self.workdir / "cbdir")
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, self.process, timeout=60)
+        return self
+
+    def stop(self):
+        """Stop crossbar (SIGTERM, then SIGKILL of its whole process group)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def ticket(self, role, authid):
+        """The ticket authid must present for role on this router."""
+        return credentials.ticket_for(self.role_secrets[role], authid)
+
+    def env(self, **extra):
+        """Environment for a component process joining this router."""
+        return dict(os.environ, NERVE_ROUTER=self.rawsocket_url, NERVE_SECRETS_FILE=str(self.secrets_file),
+                    PYTHONUNBUFFERED="1", **extra)
+
+    def log_text(self):
+        """What the router printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class ComponentProcess:
+    """One `nerve ...` command running against a router, its output kept in a file."""
+
+    def __init__(self, router, *args, env=None):
+        self.args = args
+        self.output_path = router.workdir / f"{args[0]}-{time.monotonic_ns()}.log"
+        self._output = open(self.output_path, "wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "components.cli", *args], env=router.env(**(env or {})),
+                                        stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self):
+        """Everything the process printed so far."""
+        return self.output_path.read_text(errors="replace")
+
+    def running(self):
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        """Signal the process and wait for it; returns its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._output.close()
+        return self.process.returncode
+
+    def kill(self):
+        """SIGKILL: the process gets no chance to leave cleanly."""
+        return self.stop(signal.SIGKILL)
+
+
+def wait_until(predicate, timeout=5.0, interval=0.05, message="condition"):
+    """A Deferred that fires with predicate()'s first truthy value, or fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+
+    @defer.inlineCallbacks
+    def poll():
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+            yield task.deferLater(reactor, interval, lambda: None)
+
+    return poll()
+
+
+def join(url, role="anonymous", authid=None, ticket=None, realm="nerve", serializers=("json",)):
+    """A Deferred firing with a joined session (anonymous, or a backend role with its ticket); fails if refused."""
+    transport = {"url": url, "max_retries": 0}
+    if url.startswith("rs"):
+        transport.update(type="rawsocket", serializer=serializers[0] if serializers[0] != "json" else "msgpack")
+    else:
+        transport.update(type="websocket", serializers=list(serializers))
+    authentication = None
+    if role != "anonymous":
+        authentication = {"ticket": {"authid": authid, "ticket": ticket, "authextra": {"role": role}}}
+    component = Component(transports=[transport], realm=realm, authentication=authentication)
+    joined = defer.Deferred()
+
+    def on_join(session, details):
+        session.nerve_details = details
+        if not joined.called:
+            joined.callback(session)
+
+    def on_leave(session, details):
+        if not joined.called:
+            joined.errback(RuntimeError(f"refused: {details.reason}: {details.message}"))
+
+    component.on("join", on_join)
+    component.on("leave", on_leave)
+    done = component.start(reactor)
+    done.addErrback(lambda failure: joined.called or joined.errback(failure))
+    return joined
+
+
+class EventLog:
+    """Collects events from a subscription: (topic, payload) pairs, newest last."""
+
+    def __init__(self):
+        self.events = []
+
+    def __call__(self, *args, details=None, **kwargs):
+        self.events.append((getattr(details, "topic", None), args[0] if args else kwargs))
+
+    def payloads(self, topic=None):
+        """Payloads of the events seen, optionally only on one topic."""
+        return [payload for seen, payload in self.events if topic is None or seen == topic]
+
+
+def measurement(host_id, seq, metrics, ts=None, run="test-run", interval=1.0):
+    """A well-formed measurement event for tests that play a tracker."""
+    return {"host_id": host_id, "hostname": host_id, "run": run, "seq": seq, "ts": ts or time.time(),
+            "interval": interval, "metrics": metrics}
+
+
+def publish_acknowledged(session, topic, payload):
+    """Publish with acknowledge=True so a refusal surfaces as an error."""
+    return session.publish(topic, payload, options=PublishOptions(acknowledge=True))
+
+
+def sleep(seconds):
+    """A Deferred that fires after seconds, letting the reactor run meanwhile."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def callee_count(session, uri):
+    """How many callees serve uri now (0 when nothing is registered)."""
+    registration = yield session.call("wamp.registration.lookup", uri, {"match": "exact"})
+    if registration is None:
+        return 0
+    count = yield session.call("wamp.registration.count_callees", registration)
+    return count
+
+
+@defer.inlineCallbacks
+def wait_for_callees(session, uri, expected, timeout=20.0):
+    """Wait until exactly `expected` callees serve uri."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = yield callee_count(session, uri)
+        if count == expected:
+            return count
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} callees registered for {uri}, expected {expected}")
+        yield sleep(0.1)

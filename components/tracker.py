@@ -1,0 +1,151 @@
+"""The tracker: measures this machine (or simulates many) and publishes nerve.measure.<host_id> every interval."""
+
+import math
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+import psutil
+
+from components.config import MeshConfig, uri_safe
+from components.decorators import every
+from components.errors import ConfigError
+from components.measure import HOST_ID_PATTERN, measure_topic
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Tracker settings: interval, identity, and how many hosts to simulate (0 = measure this machine)."""
+
+    mesh: MeshConfig
+    interval: float = 1.0
+    host_id: Optional[str] = None
+    hosts: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.05 <= self.interval <= 3600:
+            raise ConfigError(f"interval must be between 0.05 and 3600 seconds, got {self.interval}")
+        if self.hosts < 0 or self.hosts > 100_000:
+            raise ConfigError(f"hosts must be between 0 and 100000, got {self.hosts}")
+        if self.host_id is not None and not HOST_ID_PATTERN.match(self.host_id):
+            raise ConfigError(f"host id {self.host_id!r} must be 1-64 of a-z 0-9 _ -")
+
+
+def local_host_id():
+    """This machine's hostname made URI-safe."""
+    return uri_safe(socket.gethostname())
+
+
+def mount_name(mountpoint):
+    """A mount point as a metric instance name: '/' -> 'root', '/var/lib' -> 'var_lib'."""
+    return "root" if mountpoint == "/" else uri_safe(mountpoint.strip("/").replace("/", "_")).replace("-", "_")
+
+
+class SystemSampler:
+    """Reads this machine's metrics with psutil; rates come from counter deltas between samples."""
+
+    def __init__(self):
+        self.cores = psutil.cpu_count() or 1
+        self.mounts = {mount_name(part.mountpoint): part.mountpoint for part in psutil.disk_partitions(all=False)}
+        psutil.cpu_percent(percpu=True)  # primes psutil's CPU deltas so the first sample is real
+        self.last_counters = self._counters()
+
+    @staticmethod
+    def _counters():
+        disk, net = psutil.disk_io_counters(), psutil.net_io_counters()
+        return (time.monotonic(),
+                disk.read_bytes if disk else 0, disk.write_bytes if disk else 0,
+                net.bytes_recv if net else 0, net.bytes_sent if net else 0)
+
+    def sample(self):
+        """One reading of every metric in the schema, as {name: value}."""
+        per_core = psutil.cpu_percent(percpu=True)
+        metrics = {"cpu": round(sum(per_core) / len(per_core), 2)}
+        metrics.update({f"cpu_core.{index}": value for index, value in enumerate(per_core)})
+        metrics["load1"], metrics["load5"], metrics["load15"] = (round(value, 3) for value in os.getloadavg())
+        metrics["mem"] = psutil.virtual_memory().percent
+        metrics["swap"] = psutil.swap_memory().percent
+        for name, mountpoint in self.mounts.items():
+            try:
+                metrics[f"disk_used.{name}"] = psutil.disk_usage(mountpoint).percent
+            except OSError:  # a mount that went away (unplugged disk) is skipped, not fatal
+                continue
+        counters = self._counters()
+        elapsed = max(counters[0] - self.last_counters[0], 1e-6)
+        for name, now, before in zip(("disk_read", "disk_write", "net_recv", "net_sent"), counters[1:], self.last_counters[1:]):
+            metrics[name] = round(max(now - before, 0) / elapsed, 1)
+        self.last_counters = counters
+        metrics["procs"] = len(psutil.pids())
+        return metrics
+
+
+class SimulatedHosts:
+    """Plausible synthetic series for many hosts: a base load, a slow wave, noise and occasional bursts."""
+
+    def __init__(self, count, seed=0, cores=4):
+        self.rng = random.Random(seed)
+        self.cores = cores
+        self.host_ids = [f"sim-{index:04d}" for index in range(count)]
+        self.profiles = [self._profile() for _ in range(count)]
+
+    def _profile(self):
+        rng = self.rng
+        return {"base": rng.uniform(5, 55), "amplitude": rng.uniform(2, 20), "period": rng.uniform(60, 600),
+                "phase": rng.uniform(0, 2 * math.pi), "mem": rng.uniform(25, 75), "disk": rng.uniform(30, 85),
+                "procs": rng.randint(90, 400), "burst_until": 0.0}
+
+    def sample(self, host_index, now):
+        """One reading for the host at index, as {name: value}."""
+        rng, profile = self.rng, self.profiles[host_index]
+        if profile["burst_until"] < now and rng.random() < 0.002:
+            profile["burst_until"] = now + rng.uniform(5, 30)
+        bursting = profile["burst_until"] >= now
+        wave = profile["amplitude"] * math.sin(2 * math.pi * now / profile["period"] + profile["phase"])
+        cpu = min(100.0, max(0.0, (rng.uniform(80, 99) if bursting else profile["base"] + wave) + rng.gauss(0, 3)))
+        cores = [min(100.0, max(0.0, cpu + rng.gauss(0, 8))) for _ in range(self.cores)]
+        profile["mem"] = min(95.0, max(5.0, profile["mem"] + rng.gauss(0, 0.2)))
+        metrics = {"cpu": round(cpu, 2), "load1": round(cpu / 100 * self.cores + rng.uniform(0, 0.3), 3),
+                   "mem": round(profile["mem"], 2), "swap": round(max(0.0, profile["mem"] - 70) / 3, 2),
+                   "disk_used.root": round(profile["disk"], 2),
+                   "disk_read": round(rng.lognormvariate(10, 1.5), 1), "disk_write": round(rng.lognormvariate(11, 1.5), 1),
+                   "net_recv": round(rng.lognormvariate(11, 1.2), 1), "net_sent": round(rng.lognormvariate(10.5, 1.2), 1),
+                   "procs": profile["procs"] + rng.randint(-3, 3)}
+        metrics.update({f"cpu_core.{index}": round(value, 2) for index, value in enumerate(cores)})
+        return metrics
+
+
+class Tracker:
+    """Publishes one measurement per host per interval, each with a per-run sequence number."""
+
+    def __init__(self, config, mesh):
+        self.config = config
+        self.mesh = mesh
+        self.run_id = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.hostname = socket.gethostname()
+        if config.hosts:
+            simulated = SimulatedHosts(config.hosts, seed=config.seed)
+            self.sources = [(host_id, self.hostname, lambda now, index=index: simulated.sample(index, now))
+                            for index, host_id in enumerate(simulated.host_ids)]
+        else:
+            sampler = SystemSampler()
+            self.sources = [(config.host_id or local_host_id(), self.hostname, lambda now: sampler.sample())]
+
+    def measurements(self, now):
+        """The events of one round, one per host."""
+        self.seq += 1
+        return [{"host_id": host_id, "hostname": hostname, "run": self.run_id, "seq": self.seq, "ts": round(now, 3),
+                 "interval": self.config.interval, "metrics": read(now)} for host_id, hostname, read in self.sources]
+
+    @every(lambda config: config.interval)
+    def publish_round(self):
+        """Measure every host and publish; skipped (not buffered yet) while disconnected."""
+        if not self.mesh.connected:
+            return
+        for event in self.measurements(time.time()):
+            self.mesh.publish(measure_topic(event["host_id"]), event)
