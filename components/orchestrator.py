@@ -11,12 +11,12 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from autobahn.wamp.exception import ApplicationError
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 
 from components.config import MeshConfig
 from components.decorators import every, on, procedure
-from components.errors import ConfigError, InvalidArgument, NotFound
+from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, validate_measure
 
 log = Logger(namespace="nerve.orchestrator")
@@ -89,10 +89,11 @@ class HostRecord:
 class Orchestrator:
     """Subscribes measurements, calls analyzers in batches, publishes analysis, alerts and the digest."""
 
-    def __init__(self, config, mesh, clock=time.time):
+    def __init__(self, config, mesh, clock=time.time, scheduler=reactor):
         self.config = config
         self.mesh = mesh
         self.clock = clock
+        self.scheduler = scheduler
         self.hosts = {}
         self.stats = Counter()
         self.in_flight_calls = 0
@@ -137,7 +138,7 @@ class Orchestrator:
     # -- dispatch ----------------------------------------------------------------------
     def _schedule_dispatch(self, delay):
         if self.dispatch_call is None or not self.dispatch_call.active():
-            self.dispatch_call = reactor.callLater(max(delay, self.saturated_until - self.clock(), 0), self.dispatch)
+            self.dispatch_call = self.scheduler.callLater(max(delay, self.saturated_until - self.clock(), 0), self.dispatch)
 
     def due_hosts(self):
         """Hosts with samples waiting and no call in flight."""
@@ -255,16 +256,47 @@ class Orchestrator:
     @procedure("nerve.history")
     def history(self, host_id, since=None):
         """A host's window of samples (after `since`, epoch seconds), its latest analysis and recent alerts."""
-        if not isinstance(host_id, str):
-            raise InvalidArgument(f"host_id must be a string, got {type(host_id).__name__}")
+        host = self._known_host(host_id)
         if since is not None and (not isinstance(since, (int, float)) or isinstance(since, bool)):
             raise InvalidArgument(f"since must be epoch seconds (a number), got {since!r:.40}")
-        host = self.hosts.get(host_id)
-        if host is None:
-            raise NotFound(f"no host '{host_id:.64}' has reported; nerve.snapshot lists the known hosts")
         samples = [sample for sample in host.window if since is None or sample["ts"] > since]
         return {"host_id": host_id, "hostname": host.hostname, "samples": samples,
                 "analysis": host.analysis, "alerts": list(host.alerts)}
+
+    @procedure("nerve.analyze_host")
+    @defer.inlineCallbacks
+    def analyze_host(self, host_id, seconds=60.0):
+        """Analyse the last `seconds` of a host's window now, from a fresh state, and return the result."""
+        host = self._known_host(host_id)
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds <= self.config.window:
+            raise InvalidArgument(f"seconds must be a number in (0, {self.config.window:g}], got {seconds!r:.40}")
+        samples = [sample for sample in host.window if sample["ts"] >= host.last_ts - seconds]
+        samples.sort(key=lambda sample: sample["ts"])
+        payload = [{"host_id": host_id, "state": None, "samples": samples}]
+        for attempt in range(20):
+            try:
+                result = yield self.mesh.call(ANALYZE_URI, payload, timeout=self.config.call_timeout)
+                break
+            except ApplicationError as error:
+                if error.error in NO_ANALYZER_ERRORS:
+                    raise ApplicationError(error.error, "no analyzer is connected to serve nerve.analyze; "
+                                                        "start one with `nerve analyzer`")
+                if error.error not in BACKPRESSURE_ERRORS:
+                    raise
+                yield task.deferLater(self.scheduler, min(0.05 * 2 ** attempt, 1.0), lambda: None)
+        else:
+            raise Unavailable("every analyzer stayed at its concurrency cap for 20 tries; try again later")
+        analysed = result["hosts"][0]
+        return {"host_id": host_id, "samples": len(samples), "seconds": seconds, "analyzer": result.get("analyzer"),
+                "level": analysed.get("level"), "metrics": analysed.get("metrics", {})}
+
+    def _known_host(self, host_id):
+        if not isinstance(host_id, str):
+            raise InvalidArgument(f"host_id must be a string, got {type(host_id).__name__}")
+        host = self.hosts.get(host_id)
+        if host is None:
+            raise NotFound(f"no host '{host_id:.64}' has reported; nerve.snapshot lists the known hosts")
+        return host
 
     @procedure("nerve.schema")
     def schema(self):

@@ -244,8 +244,6 @@ class Binder:
                 timer.stop()
         self.timers = []
         self.mesh.session = None
-        if details.reason == NotAuthenticated.uri:
-            log.critical("router refused the credential: {message}", message=details.message)
 
 
 def run(targets, config, mesh=None, name="nerve"):
@@ -303,6 +301,8 @@ def _stop_once_on_signals(reactor):
 
 def _stop(component):
     """Leave the session cleanly, waiting at most two seconds."""
+    if component._done_f is None or component._done_f.called:
+        return None  # the component already ended (e.g. a refused credential)
     stopping = component.stop()
     if isinstance(stopping, defer.Deferred):
         from twisted.internet import reactor

@@ -1,0 +1,79 @@
+"""Measurement validation and the tracker's readings."""
+
+import math
+import time
+
+import pytest
+
+from components.errors import InvalidArgument
+from components.measure import MEASURE_SCHEMA, family_of, validate_measure
+from components.testing import measurement
+from components.tracker import SimulatedHosts, SystemSampler, mount_name
+
+NOW = 1_800_000_000.0
+
+
+def good(**changes):
+    event = measurement("web-01", 5, {"cpu": 12.5, "mem": 40.0, "disk_used.root": 50.0}, ts=NOW)
+    event.update(changes)
+    return event
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"host_id": "Web 01"}, "host_id"),
+    ({"host_id": 7}, "host_id"),
+    ({"seq": "5"}, "seq"),
+    ({"seq": -1}, "seq"),
+    ({"seq": True}, "seq"),
+    ({"ts": NOW + 3600}, "ts"),
+    ({"ts": NOW - 10 * 86400}, "ts"),
+    ({"ts": float("nan")}, "ts"),
+    ({"interval": 0}, "interval"),
+    ({"metrics": {}}, "metrics"),
+    ({"metrics": {"cpu": float("inf")}}, "cpu"),
+    ({"metrics": {"cpu": "high"}}, "cpu"),
+    ({"metrics": {"cpu": 250.0}}, "cpu"),
+    ({"metrics": {"net_recv": -5.0}}, "net_recv"),
+    ({"metrics": {"gpu": 5.0}}, "gpu"),
+    ({"metrics": {f"cpu_core.{i}": 1.0 for i in range(600)}}, "metrics"),
+])
+def test_bad_measurements_are_rejected_naming_the_field(changes, fragment):
+    with pytest.raises(InvalidArgument, match=fragment):
+        validate_measure(good(**changes), now=NOW)
+
+
+def test_missing_field_is_named():
+    event = good()
+    del event["seq"]
+    with pytest.raises(InvalidArgument, match="lacks field 'seq'"):
+        validate_measure(event, now=NOW)
+
+
+def test_topic_must_match_host_id():
+    with pytest.raises(InvalidArgument, match="arrived on topic"):
+        validate_measure(good(), now=NOW, topic="nerve.measure.other")
+    assert validate_measure(good(), now=NOW, topic="nerve.measure.web-01")["seq"] == 5
+
+
+def test_real_machine_sample_fits_the_schema():
+    sampler = SystemSampler()
+    time.sleep(0.1)
+    metrics = sampler.sample()
+    assert {"cpu", "load1", "load5", "load15", "mem", "swap", "disk_read", "disk_write", "net_recv", "net_sent", "procs"} <= set(metrics)
+    assert any(name.startswith("cpu_core.") for name in metrics) and any(name.startswith("disk_used.") for name in metrics)
+    validate_measure(measurement("me", 1, metrics, ts=time.time()), now=time.time())
+
+
+def test_simulated_hosts_are_plausible_and_valid():
+    hosts = SimulatedHosts(20, seed=1)
+    now = time.time()
+    for index, host_id in enumerate(hosts.host_ids):
+        metrics = hosts.sample(index, now)
+        validate_measure(measurement(host_id, 1, metrics, ts=now), now=now)
+        assert all(math.isfinite(value) for value in metrics.values())
+    assert hosts.host_ids[0] == "sim-0000"
+
+
+def test_every_family_declares_label_and_unit():
+    assert all({"label", "unit", "min"} <= set(spec) for spec in MEASURE_SCHEMA.values())
+    assert family_of("disk_used.var_lib") == "disk_used" and mount_name("/var/lib") == "var_lib" and mount_name("/") == "root"

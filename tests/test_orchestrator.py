@@ -1,0 +1,141 @@
+"""The orchestrator's logic as plain methods: dedupe, gaps, batching, backpressure, coalescing, publishing."""
+
+import pytest
+from autobahn.wamp.exception import ApplicationError
+from twisted.internet import defer, task
+
+from components.config import MeshConfig
+from components.errors import InvalidArgument, NotFound
+from components.orchestrator import Orchestrator, OrchestratorConfig
+from components.testing import measurement
+
+
+class RecordingMesh:
+    """Stands in for the session in unit tests: records publishes, hands out call Deferreds to resolve."""
+
+    connected = True
+
+    def __init__(self):
+        self.published = []
+        self.calls = []
+        self.dropped, self.errors = {}, {}
+
+    def publish(self, topic, payload, **options):
+        self.published.append((topic, payload))
+
+    def call(self, uri, *args, **kwargs):
+        pending = defer.Deferred()
+        self.calls.append((uri, args, pending))
+        return pending
+
+    def topics(self, prefix):
+        return [payload for topic, payload in self.published if topic.startswith(prefix)]
+
+
+def analysed(hosts, level="LOW", changes=()):
+    """What an analyzer returns for the hosts of one call."""
+    return {"analyzer": "analyzer-t", "hosts": [
+        {"host_id": host["host_id"], "state": {"n": len(host["samples"])}, "level": level,
+         "metrics": {"cpu": {"value": host["samples"][-1]["metrics"]["cpu"], "level": level}}, "changes": list(changes)}
+        for host in hosts]}
+
+
+@pytest.fixture
+def clock():
+    fake = task.Clock()
+    fake.advance(1_800_000_000)
+    return fake
+
+
+@pytest.fixture
+def orchestrator(clock):
+    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), batch_size=2, max_pending=5)
+    return Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+
+
+def feed(orchestrator, clock, host_id, seq, cpu=10.0, run="r1"):
+    orchestrator.on_measure(measurement(host_id, seq, {"cpu": cpu}, ts=clock.seconds(), run=run))
+
+
+def test_duplicates_are_dropped_and_gaps_counted(orchestrator, clock):
+    for seq in (1, 2, 2, 5):
+        feed(orchestrator, clock, "h1", seq)
+        clock.advance(0.01)
+    assert orchestrator.stats["duplicates"] == 1 and orchestrator.stats["gaps"] == 2
+    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [1, 2, 5]
+    feed(orchestrator, clock, "h1", 1, run="r2")  # a restarted tracker starts again at 1
+    assert orchestrator.hosts["h1"].last_seq == 1 and orchestrator.stats["duplicates"] == 1
+
+
+def test_invalid_measurement_raises_and_leaves_the_window_untouched(orchestrator, clock):
+    feed(orchestrator, clock, "h1", 1)
+    with pytest.raises(InvalidArgument):
+        orchestrator.on_measure(measurement("h1", 2, {"cpu": float("nan")}, ts=clock.seconds()))
+    assert [s["seq"] for s in orchestrator.hosts["h1"].window] == [1]
+
+
+def test_due_hosts_are_batched_and_results_published(orchestrator, clock):
+    for host_id in ("a", "b", "c"):
+        feed(orchestrator, clock, host_id, 1, cpu=90.0)
+    clock.advance(0.1)
+    mesh = orchestrator.mesh
+    assert [len(args[0]) for _, args, _ in mesh.calls] == [2, 1]
+    change = {"metric": "cpu", "previous": "LOW", "level": "HIGH", "ts": clock.seconds(), "seq": 1, "value": 90.0}
+    for _, args, pending in mesh.calls:
+        pending.callback(analysed(args[0], "HIGH", [change]))
+    assert sorted(p["host_id"] for p in mesh.topics("nerve.analysis.")) == ["a", "b", "c"]
+    assert [(a["host_id"], a["previous"], a["level"]) for a in mesh.topics("nerve.alert.")][0] == ("a", "LOW", "HIGH")
+    orchestrator.publish_digest()
+    digest = mesh.topics("nerve.digest")[-1]
+    assert digest["hosts"]["a"]["level"] == "HIGH" and digest["hosts"]["a"]["cpu"] == 90.0
+
+
+def test_backpressure_restores_work_and_loses_no_sample(orchestrator, clock):
+    feed(orchestrator, clock, "h1", 1)
+    clock.advance(0.1)
+    mesh = orchestrator.mesh
+    _, _, first = mesh.calls[0]
+    feed(orchestrator, clock, "h1", 2)  # arrives while the call is in flight
+    first.errback(ApplicationError("crossbar.error.max_concurrency_reached", "busy"))
+    assert orchestrator.stats["backpressure"] == 1
+    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [1, 2]
+    clock.advance(0.01)
+    assert len(mesh.calls) == 1, "retried before the backoff elapsed"
+    clock.advance(1.0)
+    _, args, second = mesh.calls[1]
+    assert [s["seq"] for s in args[0][0]["samples"]] == [1, 2]
+    second.callback(analysed(args[0]))
+    assert mesh.topics("nerve.analysis.h1")[-1]["seq"] == 2
+
+
+def test_pending_work_per_host_is_bounded_newest_wins(orchestrator, clock):
+    orchestrator.mesh.connected = False  # nothing can be sent: work piles up on the host
+    for seq in range(1, 9):
+        feed(orchestrator, clock, "h1", seq)
+        clock.advance(1)
+    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [4, 5, 6, 7, 8]
+    assert orchestrator.stats["coalesced"] == 3
+
+
+def test_callee_lost_mid_call_is_retried(orchestrator, clock):
+    feed(orchestrator, clock, "h1", 1)
+    clock.advance(0.1)
+    orchestrator.mesh.calls[0][2].errback(ApplicationError("wamp.error.canceled", "callee disconnected"))
+    clock.advance(0.1)
+    assert len(orchestrator.mesh.calls) == 2 and orchestrator.stats["retries"] == 1
+
+
+def test_history_and_snapshot(orchestrator, clock):
+    feed(orchestrator, clock, "h1", 1)
+    clock.advance(1)
+    feed(orchestrator, clock, "h1", 2)
+    assert [s["seq"] for s in orchestrator.history("h1")["samples"]] == [1, 2]
+    assert [s["seq"] for s in orchestrator.history("h1", since=clock.seconds() - 0.5)["samples"]] == [2]
+    with pytest.raises(NotFound, match="nope"):
+        orchestrator.history("nope")
+    with pytest.raises(InvalidArgument, match="host_id"):
+        orchestrator.history(42)
+    snapshot = orchestrator.snapshot()
+    assert snapshot["hosts"]["h1"]["seq"] == 2 and snapshot["schema"]["measure"]["mem"]["unit"] == "%"
+    clock.advance(60)
+    assert orchestrator.snapshot()["hosts"]["h1"]["stale"] is True
