@@ -241,5 +241,18 @@ def credential(role, authid, secrets_file):
     click.echo(credentials.ticket_for(role_secrets[role], authid))
 
 
+def _add_tsp_commands():
+    from components.tsp_cli import tsp
+
+    main.add_command(tsp)
+    for name in ("compute", "solver"):
+        command = getattr(__import__("components.tsp_cli", fromlist=[name]), name, None)
+        if command is not None:
+            main.add_command(command)
+
+
+_add_tsp_commands()
+
+
 if __name__ == "__main__":
     main()

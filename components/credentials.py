@@ -13,7 +13,7 @@ from pathlib import Path
 
 from components.errors import ConfigError
 
-BACKEND_ROLES = ("tracker", "simulator", "analyzer", "orchestrator", "operator", "component")
+BACKEND_ROLES = ("tracker", "simulator", "analyzer", "orchestrator", "operator", "component", "compute", "solver")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SECRETS_FILE = PROJECT_ROOT / ".crossbar" / "secrets.json"
 
@@ -24,11 +24,10 @@ def secrets_path(explicit=None):
 
 
 def load_or_create(path):
-    """Read the role master secrets, creating the file (mode 0600) with fresh random secrets if absent."""
+    """Read the role master secrets, creating the file (mode 0600) or adding roles it lacks."""
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = {"roles": {role: secrets.token_hex(32) for role in BACKEND_ROLES}}
         try:
             # O_EXCL: when the router and a component start together, exactly one writes the file.
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -36,14 +35,21 @@ def load_or_create(path):
             pass
         else:
             with os.fdopen(fd, "w") as handle:
-                json.dump(fresh, handle, indent=2)
+                json.dump({"roles": {role: secrets.token_hex(32) for role in BACKEND_ROLES}}, handle, indent=2)
     try:
         roles = json.loads(path.read_text())["roles"]
     except (OSError, ValueError, KeyError) as error:
         raise ConfigError(f"cannot read secrets file {path}: {error}; delete it to have a new one generated") from error
     missing = [role for role in BACKEND_ROLES if role not in roles]
     if missing:
-        raise ConfigError(f"secrets file {path} lacks roles {missing}; delete it to have a new one generated")
+        # A newer nerve added roles: extend the file, keeping every existing secret (and ticket) valid.
+        roles.update({role: secrets.token_hex(32) for role in missing})
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"roles": roles}, handle, indent=2)
+        os.replace(temporary, path)
+        roles = json.loads(path.read_text())["roles"]
     return roles
 
 
