@@ -102,6 +102,8 @@ def router(port, secrets_file):
 @click.option("--hosts", envvar="NERVE_HOSTS", default=0, show_default=True, type=click.IntRange(0, 100000), show_envvar=True,
               help="Simulate this many hosts (sim-0000 ...) instead of measuring this machine.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the simulation.")
+@click.option("--buffer-seconds", envvar="NERVE_BUFFER_SECONDS", default=600.0, show_default=True, type=float,
+              show_envvar=True, help="Measurements kept while the router or orchestrator is away (oldest dropped first).")
 def tracker(**kwargs):
     """Measure this machine (or simulate many) and publish nerve.measure.<host_id> every interval."""
     from components.runner import Mesh

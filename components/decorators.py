@@ -33,10 +33,16 @@ class Procedure:
 
 @dataclass(frozen=True)
 class Every:
-    """A timer: call the function every `seconds` while the session is joined."""
+    """A timer: call the function every `seconds` while joined, or for the whole run when offline is true."""
 
     seconds: Setting
     now: bool = True
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class OnJoin:
+    """A hook: call the function after every join, once the other bindings are in place."""
 
 
 def _annotate(binding):
@@ -61,9 +67,18 @@ def procedure(uri, invoke="single", concurrency=None):
     return _annotate(Procedure(uri, invoke, concurrency))
 
 
-def every(seconds, now=True):
-    """Mark a function to run every `seconds` while joined (first run at join when now is true)."""
-    return _annotate(Every(seconds, now))
+def every(seconds, now=True, offline=False):
+    """Mark a function to run every `seconds` while joined (first run at join when now is true).
+
+    With offline=True it runs from process start to exit, joined or not (a tracker measures
+    through a router outage).
+    """
+    return _annotate(Every(seconds, now, offline))
+
+
+def on_join(func):
+    """Mark a function to run after every join (and rejoin), once subscriptions and registrations exist."""
+    return _annotate(OnJoin())(func)
 
 
 def bindings_of(*targets):

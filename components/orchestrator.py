@@ -100,6 +100,8 @@ class Orchestrator:
         self.dispatch_call = None
         self.saturated_until = 0.0
         self.backoff = 0.0
+        # Calls the analyzers take at once, learnt from refusals (AIMD): the router knows the caps, we only see refusals.
+        self.capacity = float(config.max_in_flight)
         self.no_analyzer_logged = False
         self.max_window = int(config.window / 0.05) + 1
 
@@ -151,9 +153,8 @@ class Orchestrator:
         due = self.due_hosts()
         size = self.config.batch_size
         for start in range(0, len(due), size):
-            if self.in_flight_calls >= self.config.max_in_flight:
-                self._schedule_dispatch(self.config.batch_delay)
-                return
+            if self.in_flight_calls >= min(self.capacity, self.config.max_in_flight):
+                return  # the next completed call dispatches again
             self._send(due[start:start + size])
 
     def _send(self, batch):
@@ -178,6 +179,7 @@ class Orchestrator:
     def _on_result(self, result, work, sent_at):
         self._finish(work)
         self.backoff = 0.0
+        self.capacity = min(self.capacity + 1.0 / max(self.capacity, 1.0), float(self.config.max_in_flight))
         self.no_analyzer_logged = False
         results = result.get("hosts", []) if isinstance(result, dict) else []
         if len(results) != len(work):
@@ -187,8 +189,8 @@ class Orchestrator:
         self.stats["analysed"] += sum(len(samples) for _, samples in work)
         for (host, samples), analysed in zip(work, results):
             self._publish_analysis(host, samples, analysed, analyzer, now)
-        if any(host.pending for host, _ in work):
-            self._schedule_dispatch(self.config.batch_delay)
+        if self.due_hosts():
+            self._schedule_dispatch(0)
 
     def _on_failure(self, failure, work):
         self._finish(work)
@@ -200,8 +202,11 @@ class Orchestrator:
         self.stats["retries"] += 1
         if uri in BACKPRESSURE_ERRORS:
             self.stats["backpressure"] += 1
-            self.backoff = min(max(self.backoff * 2, 0.02), 1.0)
-            self.saturated_until = self.clock() + self.backoff
+            self.capacity = max(1.0, float(self.in_flight_calls))
+            if self.in_flight_calls == 0:
+                # Nothing of ours is in flight, yet every slot is taken (another caller): back off in time.
+                self.backoff = min(max(self.backoff * 2, 0.02), 0.5)
+                self.saturated_until = self.clock() + self.backoff
         elif uri in NO_ANALYZER_ERRORS:
             if not self.no_analyzer_logged:
                 log.warn("no analyzer is connected; holding work until one registers {uri}", uri=ANALYZE_URI)
@@ -210,7 +215,8 @@ class Orchestrator:
         else:
             # A callee that died mid-call or timed out: the work goes to whichever analyzer is next.
             log.info("analysis call failed ({error}); retrying", error=getattr(error, "error_message", lambda: error)())
-        self._schedule_dispatch(self.backoff if uri in BACKPRESSURE_ERRORS else 0.05)
+        if self.in_flight_calls == 0 or uri not in BACKPRESSURE_ERRORS:
+            self._schedule_dispatch(self.backoff if uri in BACKPRESSURE_ERRORS else 0.05)
 
     # -- output ------------------------------------------------------------------------
     def _publish_analysis(self, host, samples, analysed, analyzer, now):
@@ -309,5 +315,6 @@ class Orchestrator:
         backlog = sum(len(host.pending) for host in self.hosts.values())
         oldest = min((host.pending[0]["ts"] for host in self.hosts.values() if host.pending), default=None)
         return dict(self.stats, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
+                    capacity=round(self.capacity, 2),
                     lag_seconds=round(self.clock() - oldest, 3) if oldest else 0.0,
                     dropped=dict(self.mesh.dropped), handler_errors=dict(self.mesh.errors))

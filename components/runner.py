@@ -31,7 +31,7 @@ from twisted.logger import (  # noqa: E402
 )
 
 from components.config import MeshConfig  # noqa: E402
-from components.decorators import Every, OnEvent, Procedure, bindings_of, resolve  # noqa: E402
+from components.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve  # noqa: E402
 from components.errors import InvalidArgument, NerveError, NotAuthenticated  # noqa: E402
 
 log = Logger(namespace="nerve")
@@ -198,6 +198,14 @@ class Binder:
         self.mesh = mesh
         self.timers = []
         self.joined = defer.Deferred()
+        self.join_hooks = [func for func, binding in self.bindings if isinstance(binding, OnJoin)]
+
+    def start_offline_timers(self):
+        """Start the timers that run whether or not a session is joined."""
+        for func, binding in self.bindings:
+            if isinstance(binding, Every) and binding.offline:
+                timer = task.LoopingCall(self._tick, _invoker(func, self.mesh), func.__name__)
+                timer.start(resolve(binding.seconds, self.mesh.config), now=binding.now)
 
     @defer.inlineCallbacks
     def on_join(self, session, details):
@@ -208,6 +216,9 @@ class Binder:
                 yield self._bind(session, func, binding)
             except ApplicationError as error:
                 log.error("cannot bind {name} to {binding}: {error}", name=func.__name__, binding=binding, error=error)
+        for hook in self.join_hooks:
+            # Hooks run after binding, so what they start can already use the session's subscriptions.
+            self._tick(_invoker(hook, self.mesh), hook.__name__)
         log.info("joined realm {realm} as {authid} ({role}), {n} bindings",
                  realm=details.realm, authid=details.authid, role=details.authrole, n=len(self.bindings))
         if not self.joined.called:
@@ -223,6 +234,8 @@ class Binder:
             options = RegisterOptions(invoke=binding.invoke, concurrency=concurrency, details_arg="details")
             uri = resolve(binding.uri, config)
             return session.register(call_handler(func, self.mesh, uri), uri, options=options)
+        if isinstance(binding, OnJoin) or (isinstance(binding, Every) and binding.offline):
+            return defer.succeed(None)
         if isinstance(binding, Every):
             invoke = _invoker(func, self.mesh)
             timer = task.LoopingCall(self._tick, invoke, func.__name__)
@@ -274,6 +287,7 @@ def run(targets, config, mesh=None, name="nerve"):
     def main(reactor):
         reactor.addSystemEventTrigger("before", "shutdown", lambda: _stop(component))
         reactor.callWhenRunning(_stop_once_on_signals, reactor)
+        reactor.callWhenRunning(binder.start_offline_timers)
         done = component.start(reactor)
         done.addErrback(lambda failure: exit_code.__setitem__(0, exit_code[0] or 1))
         return done

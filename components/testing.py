@@ -164,9 +164,11 @@ class EventLog:
 
     def __init__(self):
         self.events = []
+        self.arrivals = []
 
     def __call__(self, *args, details=None, **kwargs):
         self.events.append((getattr(details, "topic", None), args[0] if args else kwargs))
+        self.arrivals.append(time.monotonic())
 
     def payloads(self, topic=None):
         """Payloads of the events seen, optionally only on one topic."""

@@ -6,15 +6,23 @@ import random
 import socket
 import time
 import uuid
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Optional
 
 import psutil
+from autobahn.wamp.exception import ApplicationError
+from twisted.internet import defer, reactor, task
+from twisted.logger import Logger
 
 from components.config import MeshConfig, uri_safe
-from components.decorators import every
+from components.decorators import every, on_join
 from components.errors import ConfigError
-from components.measure import HOST_ID_PATTERN, measure_topic
+from components.measure import HOST_ID_PATTERN, MEASURE_TOPIC_PREFIX, measure_topic
+
+log = Logger(namespace="nerve.tracker")
+MAX_UNACKED = 2000
+REFUSALS = ("wamp.error.not_authorized", "wamp.error.invalid_uri", "wamp.error.invalid_argument")
 
 
 @dataclass(frozen=True)
@@ -26,8 +34,11 @@ class TrackerConfig:
     host_id: Optional[str] = None
     hosts: int = 0
     seed: int = 0
+    buffer_seconds: float = 600.0
 
     def __post_init__(self):
+        if self.buffer_seconds < 0:
+            raise ConfigError(f"buffer seconds must be >= 0, got {self.buffer_seconds}")
         if not 0.05 <= self.interval <= 3600:
             raise ConfigError(f"interval must be between 0.05 and 3600 seconds, got {self.interval}")
         if self.hosts < 0 or self.hosts > 100_000:
@@ -120,7 +131,12 @@ class SimulatedHosts:
 
 
 class Tracker:
-    """Publishes one measurement per host per interval, each with a per-run sequence number."""
+    """Publishes one measurement per host per interval, acknowledged, with a per-run sequence number.
+
+    Measurements wait in a bounded buffer (oldest dropped first, counted) while the router
+    is away or nobody subscribes to measurements yet, and are replayed in order, with their
+    original seq and ts, once an orchestrator listens again.
+    """
 
     def __init__(self, config, mesh):
         self.config = config
@@ -135,6 +151,11 @@ class Tracker:
         else:
             sampler = SystemSampler()
             self.sources = [(config.host_id or local_host_id(), self.hostname, lambda now: sampler.sample())]
+        self.capacity = max(1, math.ceil(config.buffer_seconds / config.interval)) * len(self.sources)
+        self.buffer = deque()
+        self.unacked = {}
+        self.listened = False
+        self.stats = Counter()
 
     def measurements(self, now):
         """The events of one round, one per host."""
@@ -142,10 +163,71 @@ class Tracker:
         return [{"host_id": host_id, "hostname": hostname, "run": self.run_id, "seq": self.seq, "ts": round(now, 3),
                  "interval": self.config.interval, "metrics": read(now)} for host_id, hostname, read in self.sources]
 
-    @every(lambda config: config.interval)
-    def publish_round(self):
-        """Measure every host and publish; skipped (not buffered yet) while disconnected."""
-        if not self.mesh.connected:
-            return
-        for event in self.measurements(time.time()):
-            self.mesh.publish(measure_topic(event["host_id"]), event)
+    @every(lambda config: config.interval, offline=True)
+    def measure_round(self):
+        """Measure every host, joined or not, and send what the buffer holds."""
+        self.buffer.extend(self.measurements(time.time()))
+        self._trim()
+        self.flush()
+
+    def _trim(self):
+        overflow = len(self.buffer) - self.capacity
+        if overflow > 0:
+            for _ in range(overflow):
+                self.buffer.popleft()
+            if not self.stats["buffer_dropped"]:
+                log.warn("buffer full ({capacity} measurements): dropping the oldest", capacity=self.capacity)
+            self.stats["buffer_dropped"] += overflow
+
+    def flush(self):
+        """Publish buffered measurements in order, keeping each until the router acknowledges it."""
+        while self.buffer and self.listened and self.mesh.connected and len(self.unacked) < MAX_UNACKED:
+            event = self.buffer.popleft()
+            key = (event["host_id"], event["seq"])
+            self.unacked[key] = event
+            sent = self.mesh.publish(measure_topic(event["host_id"]), event, acknowledge=True)
+            sent.addCallbacks(self._acknowledged, self._not_acknowledged, callbackArgs=(key,), errbackArgs=(key,))
+
+    def _acknowledged(self, _, key):
+        self.unacked.pop(key, None)
+        self.stats["published"] += 1
+        if self.buffer and len(self.unacked) < MAX_UNACKED // 2:
+            self.flush()
+
+    def _not_acknowledged(self, failure, key):
+        error = failure.value
+        if isinstance(error, ApplicationError) and error.error in REFUSALS:
+            # The router will never take it: retrying would loop forever.
+            self.unacked.pop(key, None)
+            self.stats["refused"] += 1
+            if self.stats["refused"] in (1, 100, 10000):
+                log.error("router refused a measurement ({n} so far): {error}", n=self.stats["refused"], error=error)
+        # Otherwise the connection went away; the next join puts the event back in the buffer.
+
+    @on_join
+    @defer.inlineCallbacks
+    def replay_when_heard(self):
+        """After each join: requeue what was never acknowledged, wait for a measurement subscriber, then flush."""
+        if self.unacked:
+            self.buffer.extendleft(reversed(list(self.unacked.values())))
+            self.unacked.clear()
+        self.listened = False
+        waited = 0
+        while self.mesh.connected and not self.listened:
+            self.listened = yield self._measurements_subscribed()
+            if not self.listened:
+                if waited == 8:
+                    log.info("no orchestrator subscribes to measurements yet; buffering")
+                waited += 1
+                yield task.deferLater(reactor, 0.25, lambda: None)
+        if self.buffer:
+            log.info("replaying {n} buffered measurements", n=len(self.buffer))
+        self.flush()
+
+    @defer.inlineCallbacks
+    def _measurements_subscribed(self):
+        subscription = yield self.mesh.call("wamp.subscription.lookup", MEASURE_TOPIC_PREFIX, {"match": "prefix"})
+        if subscription is None:
+            return False
+        count = yield self.mesh.call("wamp.subscription.count_subscribers", subscription)
+        return bool(count)

@@ -4,7 +4,7 @@ import pytest
 import pytest_twisted
 from autobahn.wamp.types import SubscribeOptions
 
-from components.testing import ComponentProcess, EventLog, RouterProcess, join
+from components.testing import ComponentProcess, EventLog, RouterProcess, join, wait_for_callees
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,9 @@ def router(tmp_path_factory):
 def orchestrator(router):
     """One orchestrator for the session (small batches so backpressure is easy to provoke)."""
     process = ComponentProcess(router, "orchestrator", "--batch-size", "5", "--tick", "0.5")
+    session = pytest_twisted.blockon(join(router.websocket_url))
+    pytest_twisted.blockon(wait_for_callees(session, "nerve.stats", 1))
+    pytest_twisted.blockon(session.leave())
     yield process
     process.stop()
 

@@ -1,0 +1,130 @@
+"""Faults survived with nothing lost: router restart with replay, an analyzer killed mid-call."""
+
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from components.testing import (
+    ComponentProcess,
+    RouterProcess,
+    join,
+    measurement,
+    publish_acknowledged,
+    sleep,
+    wait_for_callees,
+    wait_until,
+)
+
+
+@defer.inlineCallbacks
+def joined_roles(session):
+    """The authroles of every session on the router except the asking one."""
+    roles = []
+    for session_id in (yield session.call("wamp.session.list")):
+        if session_id != session.session_id:
+            info = yield session.call("wamp.session.get", session_id)
+            roles.append(info["authrole"])
+    return roles
+
+
+@defer.inlineCallbacks
+def join_when_up(router, timeout=10):
+    """Join the router as a dashboard, retrying while it starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            session = yield join(router.websocket_url)
+            return session
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            yield sleep(0.05)
+
+
+@pytest.fixture
+def own_router(tmp_path):
+    """A router of this test's own, so stopping it does not disturb the session router."""
+    router = RouterProcess(tmp_path).start()
+    processes = []
+    yield router, processes
+    for process in processes:
+        process.stop()
+    router.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_router_restart_loses_nothing_and_components_return_within_3_s(own_router):
+    router, processes = own_router
+    hosts = 100
+    processes += [ComponentProcess(router, "orchestrator"), ComponentProcess(router, "analyzer", "--authid", "restart-a"),
+                  ComponentProcess(router, "tracker", "--hosts", str(hosts), "--interval", "1")]
+    session = yield join_when_up(router)
+    yield wait_for_callees(session, "nerve.stats", 1)
+    deadline = time.monotonic() + 20
+    while True:
+        stats = yield session.call("nerve.stats")
+        if stats.get("received", 0) >= 3 * hosts or time.monotonic() > deadline:
+            break
+        yield sleep(0.2)
+    assert stats["received"] >= 3 * hosts, stats
+
+    router.stop()
+    yield sleep(10)
+    router.start()
+    ready = time.monotonic()
+    session = yield join_when_up(router)
+    expected = {"orchestrator", "analyzer", "simulator"}
+    while not expected <= set((yield joined_roles(session))):
+        assert time.monotonic() - ready < 10, "components did not come back"
+        yield sleep(0.05)
+    back_after = time.monotonic() - ready
+    assert back_after < 3, f"components back {back_after:.1f} s after the router was ready"
+
+    yield sleep(4)  # replay of the outage's buffer and a few live rounds
+    simulator = processes.pop()
+    simulator.stop()
+    yield sleep(1.5)
+    histories = []
+    for index in range(hosts):
+        history = yield session.call("nerve.history", f"sim-{index:04d}")
+        histories.append(history)
+    stats = yield session.call("nerve.stats")
+    yield session.leave()
+    for history in histories:
+        seqs = [sample["seq"] for sample in history["samples"]]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{history['host_id']}: gaps or repeats in {seqs}"
+        assert len(seqs) >= 16, f"{history['host_id']} has only {len(seqs)} measurements"
+    assert stats.get("gaps", 0) == 0, stats
+    print(f"components back {back_after:.2f} s after router ready; duplicates discarded: {stats.get('duplicates', 0)}")
+
+
+@pytest_twisted.inlineCallbacks
+def test_analyzer_killed_mid_call_loses_no_analysis_period(router, orchestrator, start, dashboard, watch_prefix):
+    yield wait_for_callees(dashboard, "nerve.analyze", 0)
+    doomed = start("analyzer", "--authid", "doomed", "--extra-work-ms", "250")
+    start("analyzer", "--authid", "survivor", "--extra-work-ms", "250")
+    yield wait_for_callees(dashboard, "nerve.analyze", 2)
+    analysis = yield watch_prefix("nerve.analysis.kill-")
+    hosts = [f"kill-{index}" for index in range(12)]
+    sessions = []
+    for host_id in hosts:
+        sessions.append((yield join(router.rawsocket_url, "tracker", host_id, router.ticket("tracker", host_id))))
+    retries_before = (yield dashboard.call("nerve.stats")).get("retries", 0)
+    for seq in range(1, 9):
+        if seq == 4:
+            doomed.kill()
+        yield defer.DeferredList([publish_acknowledged(session, f"nerve.measure.{host_id}", measurement(host_id, seq, {"cpu": 40.0}))
+                                  for host_id, session in zip(hosts, sessions)])
+        yield sleep(1.0)
+    yield wait_until(lambda: {p["host_id"] for p in analysis.payloads() if p["seq"] == 8} == set(hosts), timeout=10,
+                     message="every host analysed up to seq 8 after the kill")
+    for session in sessions:
+        yield session.leave()
+    stats = yield dashboard.call("nerve.stats")
+    assert stats.get("retries", 0) > retries_before, "the kill did not hit a call in flight"
+    for host_id in hosts:
+        times = [arrived for arrived, (_, p) in zip(analysis.arrivals, analysis.events) if p["host_id"] == host_id]
+        longest = max(b - a for a, b in zip(times, times[1:]))
+        assert longest < 2.5, f"{host_id} went {longest:.1f} s without analysis"
