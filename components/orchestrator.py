@@ -15,13 +15,14 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 
 from components.config import MeshConfig
-from components.decorators import every, on, procedure
+from components.decorators import every, on, on_join, procedure
 from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, validate_measure
 
 log = Logger(namespace="nerve.orchestrator")
 
 ANALYZE_URI = "nerve.analyze"
+LEADER_URI = "nerve.orchestrator.leader"
 BACKPRESSURE_ERRORS = ("crossbar.error.max_concurrency_reached",)
 NO_ANALYZER_ERRORS = ("wamp.error.no_such_procedure", "wamp.error.no_such_registration")
 ANALYSIS_SCHEMA = {
@@ -87,7 +88,13 @@ class HostRecord:
 
 
 class Orchestrator:
-    """Subscribes measurements, calls analyzers in batches, publishes analysis, alerts and the digest."""
+    """Subscribes measurements, calls analyzers in batches, publishes analysis, alerts and the digest.
+
+    Several may run: all register LEADER_URI with invoke='first', and the one the router
+    routes that call to is active. Standbys keep the same windows, follow the active one's
+    analysis events to know what is done, and take over when it leaves; procedures are
+    shared the same way, so callers always reach the active one.
+    """
 
     def __init__(self, config, mesh, clock=time.time, scheduler=reactor):
         self.config = config
@@ -103,6 +110,7 @@ class Orchestrator:
         # Calls the analyzers take at once, learnt from refusals (AIMD): the router knows the caps, we only see refusals.
         self.capacity = float(config.max_in_flight)
         self.no_analyzer_logged = False
+        self.active = False
         self.max_window = int(config.window / 0.05) + 1
 
     # -- input -------------------------------------------------------------------------
@@ -148,7 +156,7 @@ class Orchestrator:
 
     def dispatch(self):
         """Send due hosts to the analyzers in batches, up to the in-flight cap."""
-        if not self.mesh.connected or self.clock() < self.saturated_until:
+        if not self.active or not self.mesh.connected or self.clock() < self.saturated_until:
             return
         due = self.due_hosts()
         size = self.config.batch_size
@@ -242,15 +250,61 @@ class Orchestrator:
 
     @every(lambda config: config.tick)
     def publish_digest(self):
-        """One event per tick with every host's latest level and headline values."""
+        """One event per tick with every host's latest level and headline values (active orchestrator only)."""
+        if not self.active:
+            return
         now = self.clock()
         if self.due_hosts():
             self._schedule_dispatch(0)
         self.mesh.publish("nerve.digest", {"ts": round(now, 3), "hosts": {
             host_id: self.digest_entry(host, now) for host_id, host in self.hosts.items()}})
 
+    # -- leadership --------------------------------------------------------------------
+    @procedure(LEADER_URI, invoke="first")
+    def leader(self):
+        """The session id of the orchestrator the router routes to first: the active one."""
+        return self.mesh.session.session_id
+
+    @on_join
+    def start_as_standby(self):
+        """After every (re)join, act only once the router confirms this one is first."""
+        self.active = False
+        return self.check_leadership()
+
+    @every(0.5, now=False)
+    @defer.inlineCallbacks
+    def check_leadership(self):
+        """Ask the router who is first; become active or standby accordingly."""
+        try:
+            leader = yield self.mesh.call(LEADER_URI, timeout=2)
+        except (ApplicationError, defer.CancelledError):
+            return
+        active = self.mesh.connected and leader == self.mesh.session.session_id
+        if active != self.active:
+            self.active = active
+            self.stats["takeovers" if active else "standby"] += 1
+            log.info("this orchestrator is now {state}", state="active" if active else "a standby")
+            if active:
+                self._schedule_dispatch(0)
+
+    @on("nerve.analysis.", match="prefix")
+    def follow_analysis(self, analysis):
+        """As a standby, drop pending work the active orchestrator has analysed (events of others only)."""
+        host = self.hosts.get(analysis.get("host_id")) if isinstance(analysis, dict) else None
+        if self.active or host is None or not isinstance(analysis.get("ts"), (int, float)):
+            return
+        host.analysis = analysis
+        host.pending = [sample for sample in host.pending if sample["ts"] > analysis["ts"]]
+
+    @on("nerve.alert.", match="prefix")
+    def follow_alert(self, alert):
+        """As a standby, keep the active orchestrator's alert history for nerve.history."""
+        host = self.hosts.get(alert.get("host_id")) if isinstance(alert, dict) else None
+        if not self.active and host is not None and "level" in alert:
+            host.alerts.append(alert)
+
     # -- queries -----------------------------------------------------------------------
-    @procedure("nerve.snapshot")
+    @procedure("nerve.snapshot", invoke="first")
     def snapshot(self):
         """Current state of every host, for late joiners: digest entries plus hostnames and the schema."""
         now = self.clock()
@@ -259,7 +313,7 @@ class Orchestrator:
             hosts[host_id] = dict(self.digest_entry(host, now), hostname=host.hostname)
         return {"ts": round(now, 3), "schema": self.schema(), "hosts": hosts}
 
-    @procedure("nerve.history")
+    @procedure("nerve.history", invoke="first")
     def history(self, host_id, since=None):
         """A host's window of samples (after `since`, epoch seconds), its latest analysis and recent alerts."""
         host = self._known_host(host_id)
@@ -269,7 +323,7 @@ class Orchestrator:
         return {"host_id": host_id, "hostname": host.hostname, "samples": samples,
                 "analysis": host.analysis, "alerts": list(host.alerts)}
 
-    @procedure("nerve.analyze_host")
+    @procedure("nerve.analyze_host", invoke="first")
     @defer.inlineCallbacks
     def analyze_host(self, host_id, seconds=60.0):
         """Analyse the last `seconds` of a host's window now, from a fresh state, and return the result."""
@@ -304,17 +358,17 @@ class Orchestrator:
             raise NotFound(f"no host '{host_id:.64}' has reported; nerve.snapshot lists the known hosts")
         return host
 
-    @procedure("nerve.schema")
+    @procedure("nerve.schema", invoke="first")
     def schema(self):
         """The measurement and analysis schemas (fields, labels, units) so clients render metrics generically."""
         return {"measure": MEASURE_SCHEMA, "analysis": ANALYSIS_SCHEMA}
 
-    @procedure("nerve.stats")
+    @procedure("nerve.stats", invoke="first")
     def get_stats(self):
         """Counters: received, analysed, duplicates, gaps, dropped per publisher, backlog and calls in flight."""
         backlog = sum(len(host.pending) for host in self.hosts.values())
         oldest = min((host.pending[0]["ts"] for host in self.hosts.values() if host.pending), default=None)
-        return dict(self.stats, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
+        return dict(self.stats, active=self.active, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
                     capacity=round(self.capacity, 2),
                     lag_seconds=round(self.clock() - oldest, 3) if oldest else 0.0,
                     dropped=dict(self.mesh.dropped), handler_errors=dict(self.mesh.errors))

@@ -9,6 +9,11 @@ from components import credentials
 from components.errors import NotAuthenticated
 
 AUTHENTICATE_URI = "nerve.auth.authenticate"
+AUTHORIZE_URI = "nerve.auth.authorize"
+MEASURE_PREFIX = "nerve.measure."
+# What every tracker may do whatever its authid: safe for Crossbar's authid-blind cache (trap 6).
+TRACKER_ROLE_WIDE = {("wamp.subscription.lookup", "call"), ("wamp.subscription.count_subscribers", "call")}
+MAX_TRACKED_FAILURES = 10000
 
 
 class Authenticator:
@@ -34,10 +39,22 @@ class Authenticator:
         return {"role": role, "authid": authid}
 
     def _refuse(self, authid, message):
+        if len(self.failures) > MAX_TRACKED_FAILURES:
+            self.failures.clear()  # a flood of made-up authids must not grow memory without bound
         count = self.failures[authid] = self.failures.get(authid, 0) + 1
         if count in (1, 10, 100) or count % 1000 == 0:
             self.log.warn("authentication refused ({count} times): {message}", count=count, message=message)
         raise ApplicationError(NotAuthenticated.uri, message)
+
+
+def authorize_tracker(session, uri, action, options=None):
+    """A tracker may publish only on its own host's topic, nerve.measure.<authid>."""
+    if action == "publish" and uri == MEASURE_PREFIX + str(session.get("authid")):
+        # Never cached: Crossbar's cache key has no authid, so a cached yes would let another tracker in.
+        return {"allow": True, "disclose": False, "cache": False}
+    if (uri, action) in TRACKER_ROLE_WIDE:
+        return {"allow": True, "disclose": False, "cache": True}
+    return False
 
 
 class AuthSession(ApplicationSession):
@@ -49,3 +66,4 @@ class AuthSession(ApplicationSession):
         path = credentials.secrets_path(self.config.extra.get("secrets_file") if self.config.extra else None)
         authenticator = Authenticator(credentials.load_or_create(path))
         yield self.register(authenticator.authenticate, AUTHENTICATE_URI)
+        yield self.register(authorize_tracker, AUTHORIZE_URI)

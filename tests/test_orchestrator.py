@@ -50,7 +50,9 @@ def clock():
 @pytest.fixture
 def orchestrator(clock):
     config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), batch_size=2, max_pending=5)
-    return Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+    orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+    orchestrator.active = True
+    return orchestrator
 
 
 def feed(orchestrator, clock, host_id, seq, cpu=10.0, run="r1"):
@@ -139,3 +141,16 @@ def test_history_and_snapshot(orchestrator, clock):
     assert snapshot["hosts"]["h1"]["seq"] == 2 and snapshot["schema"]["measure"]["mem"]["unit"] == "%"
     clock.advance(60)
     assert orchestrator.snapshot()["hosts"]["h1"]["stale"] is True
+
+
+def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did(orchestrator, clock):
+    orchestrator.active = False
+    for seq in (1, 2, 3):
+        feed(orchestrator, clock, "h1", seq)
+        clock.advance(1)
+    orchestrator.publish_digest()
+    assert orchestrator.mesh.calls == [] and orchestrator.mesh.published == []
+    done = orchestrator.hosts["h1"].window[1]
+    orchestrator.follow_analysis({"host_id": "h1", "seq": 2, "ts": done["ts"], "level": "LOW", "metrics": {}})
+    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [3]
+    assert orchestrator.snapshot()["hosts"]["h1"]["level"] == "LOW"

@@ -128,3 +128,39 @@ def test_analyzer_killed_mid_call_loses_no_analysis_period(router, orchestrator,
         times = [arrived for arrived, (_, p) in zip(analysis.arrivals, analysis.events) if p["host_id"] == host_id]
         longest = max(b - a for a, b in zip(times, times[1:]))
         assert longest < 2.5, f"{host_id} went {longest:.1f} s without analysis"
+
+
+@pytest_twisted.inlineCallbacks
+def test_standby_orchestrator_takes_over_within_3_s_without_duplicates(own_router):
+    router, processes = own_router
+    first = ComponentProcess(router, "orchestrator", "--authid", "orchestrator-1")
+    processes.append(first)
+    session = yield join_when_up(router)
+    yield wait_for_callees(session, "nerve.stats", 1)
+    yield wait_until(lambda: "now active" in first.output(), timeout=10, message="first orchestrator active")
+    second = ComponentProcess(router, "orchestrator", "--authid", "orchestrator-2")
+    processes += [second, ComponentProcess(router, "analyzer", "--authid", "failover-a"),
+                  ComponentProcess(router, "tracker", "--hosts", "20", "--interval", "0.5")]
+    yield wait_for_callees(session, "nerve.stats", 2)
+    analyses, alerts = [], []
+    from autobahn.wamp.types import SubscribeOptions
+
+    yield session.subscribe(lambda event: analyses.append((time.monotonic(), event["host_id"], event["seq"])),
+                            "nerve.analysis.", options=SubscribeOptions(match="prefix"))
+    yield session.subscribe(lambda event: alerts.append((event.get("host_id"), event.get("seq"), event.get("metric"))),
+                            "nerve.alert.", options=SubscribeOptions(match="prefix"))
+    yield wait_until(lambda: len(analyses) > 60, timeout=20, message="analyses from the first orchestrator")
+    assert "now active" not in second.output(), "two orchestrators active at once"
+    first.kill()
+    killed = time.monotonic()
+    yield wait_until(lambda: any(at > killed + 0.2 for at, _, _ in analyses), timeout=10, message="analysis after the kill")
+    resumed = min(at for at, _, _ in analyses if at > killed + 0.2) - killed
+    yield sleep(3)
+    stats = yield session.call("nerve.stats")
+    yield session.leave()
+    assert stats["active"] is True and stats.get("takeovers") == 1, stats
+    assert resumed < 3, f"standby took {resumed:.1f} s to take over"
+    keys = [(host_id, seq) for _, host_id, seq in analyses]
+    assert len(keys) == len(set(keys)), "an analysis was published twice for the same (host, seq)"
+    assert len(alerts) == len(set(alerts)), "an alert was published twice"
+    print(f"standby took over {resumed:.2f} s after the active orchestrator was killed")
