@@ -27,6 +27,8 @@ def mesh_options(role):
                          type=click.Path(dir_okay=False), help=f"Role secrets [default: {credentials.DEFAULT_SECRETS_FILE}]."),
             click.option("--log-level", envvar="NERVE_LOG_LEVEL", default="info", show_default=True, show_envvar=True,
                          type=click.Choice(LOG_LEVELS)),
+            click.option("--ca-file", envvar="NERVE_CA_FILE", default=None, show_envvar=True, type=click.Path(dir_okay=False),
+                         help="CA certificate to verify a wss:// or rss:// router with (e.g. .crossbar/tls/ca.pem)."),
         ]
         for option in reversed(options):
             command = option(command)
@@ -35,10 +37,10 @@ def mesh_options(role):
     return decorate
 
 
-def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level):
+def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file):
     """The MeshConfig from the common options; a bad value is a usage error (exit 2)."""
     return checked(MeshConfig, role=role, router=router, realm=realm, authid=authid, ticket=ticket,
-                   secrets_file=secrets_file, log_level=log_level)
+                   secrets_file=secrets_file, log_level=log_level, ca_file=ca_file)
 
 
 def checked(factory, **values):
@@ -51,7 +53,7 @@ def checked(factory, **values):
 
 def split_mesh(kwargs):
     """Separate the common mesh options from a command's own options."""
-    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level")
+    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level", "ca_file")
     return {name: kwargs.pop(name) for name in names}, kwargs
 
 
@@ -67,29 +69,53 @@ def main():
     """nerve: a reactive monitoring and compute mesh on WAMP, routed by Crossbar.io."""
 
 
+def tls_options(command):
+    """--tls (development CA) or --tls-cert/--tls-key (your own certificate)."""
+    command = click.option("--tls-key", envvar="NERVE_TLS_KEY", default=None, type=click.Path(exists=True, dir_okay=False),
+                           show_envvar=True, help="Private key for --tls-cert.")(command)
+    command = click.option("--tls-cert", envvar="NERVE_TLS_CERT", default=None, type=click.Path(exists=True, dir_okay=False),
+                           show_envvar=True, help="Serve https/wss/rss with this certificate (PEM).")(command)
+    return click.option("--tls", "dev_tls", is_flag=True,
+                        help="Serve https/wss/rss with a development certificate (CA in .crossbar/tls/ca.pem).")(command)
+
+
+def tls_files(dev_tls, tls_cert, tls_key):
+    """The TlsFiles chosen by the TLS options, or None for plain TCP."""
+    from components.tls import TlsFiles, development_certificates
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_cert:
+        return checked(TlsFiles, key=tls_key, certificate=tls_cert)
+    return development_certificates() if dev_tls else None
+
+
 @main.command()
 @click.option("--port", envvar="NERVE_PORT", default=8080, show_default=True, show_envvar=True, type=click.IntRange(1, 65535))
 @click.option("--analyzers", default=2, show_default=True, type=click.IntRange(0, 32), help="Analyzer instances to start.")
 @click.option("--hosts", envvar="NERVE_HOSTS", default=0, show_default=True, type=click.IntRange(0, 100000),
               help="Also start a simulator with this many synthetic hosts.")
 @click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, type=click.Path(dir_okay=False), show_envvar=True)
-def up(port, analyzers, hosts, secrets_file):
+@tls_options
+def up(port, analyzers, hosts, secrets_file, dev_tls, tls_cert, tls_key):
     """Start the router, an orchestrator, a tracker for this machine and analyzers; Ctrl-C stops them all."""
     from components.supervisor import run_mesh
 
-    sys.exit(run_mesh(port=port, analyzers=analyzers, hosts=hosts, secrets_file=secrets_file))
+    tls = tls_files(dev_tls, tls_cert, tls_key)
+    sys.exit(run_mesh(port=port, analyzers=analyzers, hosts=hosts, secrets_file=secrets_file, tls=tls))
 
 
 @main.command()
 @click.option("--port", envvar="NERVE_PORT", default=8080, show_default=True, show_envvar=True, type=click.IntRange(1, 65535))
 @click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, type=click.Path(dir_okay=False), show_envvar=True)
-def router(port, secrets_file):
+@tls_options
+def router(port, secrets_file, dev_tls, tls_cert, tls_key):
     """Run the Crossbar router with the project's config (web page at /, WAMP at /ws, RawSocket on the same port)."""
     import os
 
     from components.routerctl import router_command
 
-    command = router_command(port, secrets_file)
+    command = router_command(port, secrets_file, tls=tls_files(dev_tls, tls_cert, tls_key))
     os.execv(command[0], command)
 
 

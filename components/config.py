@@ -38,6 +38,7 @@ class MeshConfig:
     ticket: Optional[str] = field(default=None, repr=False)
     secrets_file: Optional[Path] = None
     log_level: str = "info"
+    ca_file: Optional[Path] = None
 
     def __post_init__(self):
         parsed = urlparse(self.router)
@@ -51,6 +52,8 @@ class MeshConfig:
             raise ConfigError(f"role {self.role!r} must be one of {credentials.BACKEND_ROLES} or anonymous")
         if self.authid is None:
             object.__setattr__(self, "authid", default_authid(self.role))
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise ConfigError(f"CA file {self.ca_file} does not exist")
 
     @property
     def is_rawsocket(self):
@@ -71,6 +74,11 @@ class MeshConfig:
             transport.update(type="rawsocket", serializer="msgpack")
         else:
             transport.update(type="websocket", serializers=["msgpack", "json"])
+        parsed = urlparse(self.router)
+        if parsed.scheme in ("wss", "rss"):
+            # Verify the router against the given CA (e.g. the development CA), else the system's roots.
+            tls = {"hostname": parsed.hostname, "trust_root": str(self.ca_file)} if self.ca_file else True
+            transport["endpoint"] = {"type": "tcp", "host": parsed.hostname, "port": parsed.port or 443, "tls": tls}
         return transport
 
     def authentication(self):

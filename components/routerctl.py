@@ -15,8 +15,8 @@ PROJECT_CONFIG = PROJECT_ROOT / ".crossbar" / "config.json"
 CROSSBAR = Path(sys.executable).with_name("crossbar")
 
 
-def runtime_config(port, secrets_file=None, source=PROJECT_CONFIG):
-    """The project's router config with the port set and relative paths made absolute."""
+def runtime_config(port, secrets_file=None, source=PROJECT_CONFIG, tls=None):
+    """The project's router config with the port set, relative paths made absolute, and TLS if given."""
     config = json.loads(Path(source).read_text())
     cbdir = Path(source).resolve().parent
     for worker in config["workers"]:
@@ -24,6 +24,10 @@ def runtime_config(port, secrets_file=None, source=PROJECT_CONFIG):
         options["pythonpath"] = [str((cbdir / path).resolve()) for path in options.get("pythonpath", [])]
         for transport in worker.get("transports", []):
             transport["endpoint"]["port"] = port
+            if tls is not None:
+                from components.tls import endpoint_tls
+
+                transport["endpoint"]["tls"] = endpoint_tls(tls)
             for path in transport.get("web", {}).get("paths", {}).values():
                 if "directory" in path:
                     path["directory"] = str((cbdir / path["directory"]).resolve())
@@ -33,22 +37,22 @@ def runtime_config(port, secrets_file=None, source=PROJECT_CONFIG):
     return config
 
 
-def write_runtime_cbdir(port, secrets_file=None, base=None):
+def write_runtime_cbdir(port, secrets_file=None, base=None, tls=None):
     """Write a runtime node directory for this port and return its path."""
     cbdir = Path(base or PROJECT_ROOT / ".crossbar" / "runtime") / str(port)
     cbdir.mkdir(parents=True, exist_ok=True)
     stale_pid = cbdir / "node.pid"
     if stale_pid.exists():
         stale_pid.unlink()  # crossbar refuses to start over a pid file left by a killed node
-    (cbdir / "config.json").write_text(json.dumps(runtime_config(port, secrets_file), indent=2))
+    (cbdir / "config.json").write_text(json.dumps(runtime_config(port, secrets_file, tls=tls), indent=2))
     return cbdir
 
 
-def router_command(port, secrets_file=None, base=None, loglevel="warn"):
-    """The crossbar command line that serves the project's config on port."""
+def router_command(port, secrets_file=None, base=None, loglevel="warn", tls=None):
+    """The crossbar command line that serves the project's config on port (over TLS when tls files are given)."""
     if not 1 <= port <= 65535:
         raise ConfigError(f"port must be between 1 and 65535, got {port}")
-    cbdir = write_runtime_cbdir(port, secrets_file, base)
+    cbdir = write_runtime_cbdir(port, secrets_file, base, tls)
     return [str(CROSSBAR), "start", "--cbdir", str(cbdir), "--loglevel", loglevel]
 
 
@@ -76,10 +80,3 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def start_router(port, secrets_file=None, base=None, env=None, **popen):
-    """Start crossbar for the project's config on port and return the process once the port is open."""
-    process = subprocess.Popen(router_command(port, secrets_file, base), env=env or os.environ.copy(), **popen)
-    wait_for_port(port, process)
-    return process

@@ -88,7 +88,7 @@ def component_command(*args):
     return [sys.executable, "-m", "components.cli", *args]
 
 
-def run_mesh(port, analyzers, hosts, secrets_file=None):
+def run_mesh(port, analyzers, hosts, secrets_file=None, tls=None):
     """Run router, orchestrator, tracker, analyzers (and a simulator with --hosts); return the exit code."""
     if port_open(port):
         sys.stderr.write(f"nerve up: port {port} is already in use; stop what runs there or pass --port\n")
@@ -102,12 +102,15 @@ def run_mesh(port, analyzers, hosts, secrets_file=None):
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    env = dict(os.environ, NERVE_ROUTER=f"rs://127.0.0.1:{port}", PYTHONUNBUFFERED="1")
+    scheme = "rss" if tls else "rs"
+    env = dict(os.environ, NERVE_ROUTER=f"{scheme}://127.0.0.1:{port}", PYTHONUNBUFFERED="1")
+    if tls and tls.ca_certificate:
+        env["NERVE_CA_FILE"] = str(tls.ca_certificate)
     if secrets_file:
         env["NERVE_SECRETS_FILE"] = os.path.abspath(secrets_file)
     started = time.monotonic()
     try:
-        router = supervisor.start("router", router_command(port, secrets_file), env, relay=True)
+        router = supervisor.start("router", router_command(port, secrets_file, tls=tls), env, relay=True)
         wait_for_port(port, router, timeout=60)
     except NerveError as error:
         sys.stderr.write(f"nerve up: {error}\n")
@@ -121,8 +124,10 @@ def run_mesh(port, analyzers, hosts, secrets_file=None):
     supervisor.start("tracker", component_command("tracker"), env)
     if hosts:
         supervisor.start("simulator", component_command("tracker", "--hosts", str(hosts)), env)
+    secure = "s" if tls else ""
     print(f"nerve is up in {time.monotonic() - started:.1f} s (router ready; components joining)\n"
-          f"  dashboard: http://127.0.0.1:{port}/\n"
-          f"  WebSocket: ws://127.0.0.1:{port}/ws   RawSocket: rs://127.0.0.1:{port}\n"
-          f"  Ctrl-C stops everything.", flush=True)
+          f"  dashboard: http{secure}://127.0.0.1:{port}/\n"
+          f"  WebSocket: ws{secure}://127.0.0.1:{port}/ws   RawSocket: r{'ss' if tls else 's'}://127.0.0.1:{port}\n"
+          + (f"  development CA (trust it to verify): {tls.ca_certificate}\n" if tls and tls.ca_certificate else "")
+          + "  Ctrl-C stops everything.", flush=True)
     return supervisor.wait()

@@ -23,9 +23,10 @@ from components.routerctl import free_port, router_command, wait_for_port
 class RouterProcess:
     """A Crossbar router running the project's config on a free port, with its own secrets file."""
 
-    def __init__(self, workdir=None, port=None):
+    def __init__(self, workdir=None, port=None, tls=None):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="nerve-router-"))
         self.port = port or free_port()
+        self.tls = tls
         self.secrets_file = self.workdir / "secrets.json"
         self.role_secrets = credentials.load_or_create(self.secrets_file)
         self.log_path = self.workdir / "router.log"
@@ -48,7 +49,7 @@ class RouterProcess:
 
     def start(self):
         """Start crossbar and wait until the port accepts connections."""
-        command = router_command(self.port, self.secrets_file, base=self.workdir / "cbdir")
+        command = router_command(self.port, self.secrets_file, base=self.workdir / "cbdir", tls=self.tls)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, self.process, timeout=60)
@@ -130,9 +131,15 @@ def wait_until(predicate, timeout=5.0, interval=0.05, message="condition"):
     return poll()
 
 
-def join(url, role="anonymous", authid=None, ticket=None, realm="nerve", serializers=("json",)):
+def join(url, role="anonymous", authid=None, ticket=None, realm="nerve", serializers=("json",), ca_file=None):
     """A Deferred firing with a joined session (anonymous, or a backend role with its ticket); fails if refused."""
     transport = {"url": url, "max_retries": 0}
+    if url.startswith(("wss", "rss")):
+        from urllib.parse import urlparse
+
+        parsed = urlparse(url)
+        tls = {"hostname": parsed.hostname, "trust_root": str(ca_file)} if ca_file else True
+        transport["endpoint"] = {"type": "tcp", "host": parsed.hostname, "port": parsed.port, "tls": tls}
     if url.startswith("rs"):
         transport.update(type="rawsocket", serializer=serializers[0] if serializers[0] != "json" else "msgpack")
     else:
