@@ -256,8 +256,13 @@ class Orchestrator:
         now = self.clock()
         if self.due_hosts():
             self._schedule_dispatch(0)
-        self.mesh.publish("nerve.digest", {"ts": round(now, 3), "hosts": {
+        self.mesh.publish("nerve.digest", {"ts": round(now, 3), "lag": self.lag_seconds(), "hosts": {
             host_id: self.digest_entry(host, now) for host_id, host in self.hosts.items()}})
+
+    def lag_seconds(self):
+        """How far analysis is behind: the age of the oldest sample still waiting (0 when caught up)."""
+        oldest = min((host.pending[0]["ts"] for host in self.hosts.values() if host.pending), default=None)
+        return round(max(self.clock() - oldest, 0.0), 3) if oldest is not None else 0.0
 
     # -- leadership --------------------------------------------------------------------
     @procedure(LEADER_URI, invoke="first")
@@ -367,8 +372,7 @@ class Orchestrator:
     def get_stats(self):
         """Counters: received, analysed, duplicates, gaps, dropped per publisher, backlog and calls in flight."""
         backlog = sum(len(host.pending) for host in self.hosts.values())
-        oldest = min((host.pending[0]["ts"] for host in self.hosts.values() if host.pending), default=None)
         return dict(self.stats, active=self.active, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
                     capacity=round(self.capacity, 2),
-                    lag_seconds=round(self.clock() - oldest, 3) if oldest else 0.0,
+                    lag_seconds=self.lag_seconds(),
                     dropped=dict(self.mesh.dropped), handler_errors=dict(self.mesh.errors))

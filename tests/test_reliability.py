@@ -164,3 +164,51 @@ def test_standby_orchestrator_takes_over_within_3_s_without_duplicates(own_route
     assert len(keys) == len(set(keys)), "an analysis was published twice for the same (host, seq)"
     assert len(alerts) == len(set(alerts)), "an alert was published twice"
     print(f"standby took over {resumed:.2f} s after the active orchestrator was killed")
+
+
+@pytest_twisted.inlineCallbacks
+def test_overloaded_analyzers_coalesce_report_lag_and_catch_up(router, orchestrator, start, dashboard):
+    yield wait_for_callees(dashboard, "nerve.analyze", 0)
+    start("analyzer", "--authid", "overloaded", "--extra-work-ms", "600")
+    yield wait_for_callees(dashboard, "nerve.analyze", 1)
+    hosts = [f"load-{index:02d}" for index in range(30)]
+    sessions = []
+    for host_id in hosts:
+        sessions.append((yield join(router.rawsocket_url, "tracker", host_id, router.ticket("tracker", host_id))))
+
+    @defer.inlineCallbacks
+    def rounds(first, count):
+        for seq in range(first, first + count):
+            yield defer.DeferredList([publish_acknowledged(session, f"nerve.measure.{host_id}", measurement(host_id, seq, {"cpu": 30.0}))
+                                      for host_id, session in zip(hosts, sessions)])
+            yield sleep(0.5)
+
+    yield rounds(1, 12)
+    behind = yield dashboard.call("nerve.stats")
+    assert behind["lag_seconds"] > 1.5, behind
+    assert behind["backlog"] <= len(hosts) * 600  # bounded per host, whatever the outage
+    start("analyzer", "--authid", "relief-1")
+    start("analyzer", "--authid", "relief-2")
+    yield wait_for_callees(dashboard, "nerve.analyze", 3)
+    yield rounds(13, 10)
+    caught_up = yield dashboard.call("nerve.stats")
+    for session in sessions:
+        yield session.leave()
+    assert caught_up["lag_seconds"] < 1.0, caught_up
+    print(f"lag {behind['lag_seconds']:.1f} s with one slow analyzer, {caught_up['lag_seconds']:.2f} s after two more joined")
+
+
+@pytest_twisted.inlineCallbacks
+def test_malformed_events_are_counted_per_publisher_and_the_consumer_keeps_going(router, orchestrator, dashboard):
+    session = yield join(router.rawsocket_url, "tracker", "garbage-host", router.ticket("tracker", "garbage-host"))
+    before = (yield dashboard.call("nerve.stats"))["dropped"].get("nerve.measure.garbage-host", 0)
+    for bad in ({"seq": 1}, "not an object", measurement("garbage-host", 1, {"cpu": float("nan")}),
+                measurement("garbage-host", 2, {"gpu": 1.0}), measurement("other-host", 3, {"cpu": 1.0})):
+        yield publish_acknowledged(session, "nerve.measure.garbage-host", bad)
+    yield publish_acknowledged(session, "nerve.measure.garbage-host", measurement("garbage-host", 4, {"cpu": 5.0}))
+    yield sleep(0.5)
+    stats = yield dashboard.call("nerve.stats")
+    history = yield dashboard.call("nerve.history", "garbage-host")
+    yield session.leave()
+    assert stats["dropped"]["nerve.measure.garbage-host"] - before == 5
+    assert [sample["seq"] for sample in history["samples"]] == [4]
