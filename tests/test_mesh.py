@@ -4,6 +4,7 @@ import time
 
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import RegisterOptions
 from twisted.internet import defer
 
 from components.testing import join, measurement, publish_acknowledged, sleep, wait_for_callees, wait_until
@@ -122,7 +123,7 @@ def test_anonymous_dashboard_cannot_publish_measurements_or_register_analyze(das
     else:
         raise AssertionError("anonymous publish to nerve.measure.x was accepted")
     try:
-        yield dashboard.register(lambda *args: None, "nerve.analyze")
+        yield dashboard.register(lambda *args: None, "nerve.analyze", options=RegisterOptions(invoke="roundrobin"))
     except ApplicationError as error:
         assert error.error == "wamp.error.not_authorized"
     else:
