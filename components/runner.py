@@ -190,6 +190,13 @@ def call_handler(func, mesh, uri):
     return on_call
 
 
+def disable_nagle(session):
+    """Send small and large messages at once: autobahn's RawSocket leaves Nagle on, which stalls each call ~40 ms."""
+    transport = getattr(getattr(session, "_transport", None), "transport", None)
+    if transport is not None and hasattr(transport, "setTcpNoDelay"):
+        transport.setTcpNoDelay(True)
+
+
 class Binder:
     """Binds the decorated functions of targets to each new session and unbinds timers on leave."""
 
@@ -211,6 +218,7 @@ class Binder:
     def on_join(self, session, details):
         """Subscribe, register and start timers for every binding."""
         self.mesh.session = session
+        disable_nagle(session)
         for func, binding in self.bindings:
             try:
                 yield self._bind(session, func, binding)

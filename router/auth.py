@@ -7,6 +7,9 @@ from twisted.logger import Logger
 
 from components import credentials
 from components.errors import NotAuthenticated
+from router.tuning import disable_nagle_for_rawsocket
+
+disable_nagle_for_rawsocket()
 
 AUTHENTICATE_URI = "nerve.auth.authenticate"
 AUTHORIZE_URI = "nerve.auth.authorize"

@@ -1,0 +1,138 @@
+"""Load held: N simulated hosts at 1 Hz for S seconds through one router, two analyzers and two open dashboards.
+
+    .venv/bin/python bench/load_bench.py [--hosts 1000] [--seconds 60] [--dashboards 2]
+
+Reports loss (gaps between what the simulator published and what the orchestrator got),
+p50/p99 measurement-to-analysis latency, router CPU and RSS, and each process's CPU so
+the first thing to saturate is visible. Dashboards are real headless Chromium pages.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+from autobahn.wamp.types import SubscribeOptions
+from twisted.internet import defer, task
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+DASHBOARD_SCRIPT = """
+import sys, time
+from playwright.sync_api import sync_playwright
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=%r)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(sys.argv[1])
+    time.sleep(float(sys.argv[2]))
+    browser.close()
+""" % (CHROMIUM_FLAGS,)
+
+
+def percentile(values, fraction):
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+class CpuMeter:
+    """CPU % of one core and RSS of a process tree over a span."""
+
+    def __init__(self, name, pid):
+        self.name = name
+        root = psutil.Process(pid)
+        self.processes = [root] + root.children(recursive=True)
+
+    def _cpu(self):
+        total = 0.0
+        for process in self.processes:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def begin(self):
+        self.start_cpu, self.start_wall = self._cpu(), time.monotonic()
+
+    def end(self):
+        cpu = (self._cpu() - self.start_cpu) / (time.monotonic() - self.start_wall) * 100
+        rss = sum(process.memory_info().rss for process in self.processes if process.is_running()) / 2**20
+        return cpu, rss
+
+
+@defer.inlineCallbacks
+def main(reactor, args):
+    router = RouterProcess(tempfile.mkdtemp(prefix="nerve-load-")).start()
+    processes = [("orchestrator", ComponentProcess(router, "orchestrator")),
+                 ("analyzer-1", ComponentProcess(router, "analyzer", "--authid", "load-a")),
+                 ("analyzer-2", ComponentProcess(router, "analyzer", "--authid", "load-b"))]
+    dashboards = []
+    try:
+        observer = yield join(router.rawsocket_url, "operator", "load-observer", router.ticket("operator", "load-observer"),
+                              serializers=("msgpack",))
+        yield wait_for_callees(observer, "nerve.analyze", 2)
+        latencies, recording = [], [False]
+
+        def on_analysis(analysis):
+            if recording[0]:
+                latencies.append(time.time() - analysis["ts"])
+
+        yield observer.subscribe(on_analysis, "nerve.analysis.", options=SubscribeOptions(match="prefix"))
+        for _ in range(args.dashboards):
+            dashboards.append(subprocess.Popen([sys.executable, "-c", DASHBOARD_SCRIPT, router.http_url, str(args.seconds + 40)],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        simulator = ComponentProcess(router, "tracker", "--hosts", str(args.hosts), "--interval", "1")
+        processes.append(("simulator", simulator))
+        yield sleep(15)  # warm-up: everything joined, windows filling, dashboards loaded
+        meters = [CpuMeter("router", router.process.pid)] + [CpuMeter(name, p.process.pid) for name, p in processes]
+        meters += [CpuMeter(f"dashboard-{i + 1}", d.pid) for i, d in enumerate(dashboards)]
+        for meter in meters:
+            meter.begin()
+        before = yield observer.call("nerve.stats")
+        recording[0] = True
+        yield sleep(args.seconds)
+        recording[0] = False
+        usage = {meter.name: meter.end() for meter in meters}
+        simulator.stop()
+        yield sleep(3)
+        after = yield observer.call("nerve.stats")
+        yield observer.leave()
+    finally:
+        for dashboard in dashboards:
+            dashboard.terminate()
+        for _, process in processes:
+            process.stop()
+        router.stop()
+
+    received = after.get("received", 0) - before.get("received", 0)
+    gaps = after.get("gaps", 0)
+    p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+    print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+          f"{args.hosts} hosts at 1 Hz for {args.seconds} s, 2 analyzers, {args.dashboards} Chromium dashboards")
+    print(f"{'process':<14} {'CPU % of a core':>16} {'RSS MB':>8}")
+    for name, (cpu, rss) in sorted(usage.items(), key=lambda item: -item[1][0]):
+        print(f"{name:<14} {cpu:>16.1f} {rss:>8.0f}")
+    print(f"measurements received in the window: {received} (offered ~{args.hosts * args.seconds}); "
+          f"gaps (lost): {gaps}; duplicates discarded: {after.get('duplicates', 0)}")
+    print(f"analysis events: {len(latencies)}; measurement -> analysis p50 {p50:.0f} ms, p99 {p99:.0f} ms; "
+          f"lag at end {after.get('lag_seconds')} s; backpressure refusals {after.get('backpressure', 0)}")
+    busiest = max(usage.items(), key=lambda item: item[1][0])
+    print(f"summary: {args.hosts} hosts, loss {gaps}, p50 {p50:.0f} ms p99 {p99:.0f} ms, router {usage['router'][0]:.0f} % CPU "
+          f"{usage['router'][1]:.0f} MB; busiest: {busiest[0]} at {busiest[1][0]:.0f} %")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--dashboards", type=int, default=2)
+    task.react(main, (parser.parse_args(),))
