@@ -8,18 +8,15 @@ the first thing to saturate is visible. Dashboards are real headless Chromium pa
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 
-import psutil
 from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from common import CpuMeter, machine_line, percentile  # noqa: E402 (also puts the project on sys.path)
 from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -34,39 +31,6 @@ with sync_playwright() as p:
     time.sleep(float(sys.argv[2]))
     browser.close()
 """ % (CHROMIUM_FLAGS,)
-
-
-def percentile(values, fraction):
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
-
-
-class CpuMeter:
-    """CPU % of one core and RSS of a process tree over a span."""
-
-    def __init__(self, name, pid):
-        self.name = name
-        root = psutil.Process(pid)
-        self.processes = [root] + root.children(recursive=True)
-
-    def _cpu(self):
-        total = 0.0
-        for process in self.processes:
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def begin(self):
-        self.start_cpu, self.start_wall = self._cpu(), time.monotonic()
-
-    def end(self):
-        cpu = (self._cpu() - self.start_cpu) / (time.monotonic() - self.start_wall) * 100
-        rss = sum(process.memory_info().rss for process in self.processes if process.is_running()) / 2**20
-        return cpu, rss
 
 
 @defer.inlineCallbacks
@@ -116,8 +80,7 @@ def main(reactor, args):
     received = after.get("received", 0) - before.get("received", 0)
     gaps = after.get("gaps", 0)
     p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
-    print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
-          f"{args.hosts} hosts at 1 Hz for {args.seconds} s, 2 analyzers, {args.dashboards} Chromium dashboards")
+    print(f"{machine_line()}; {args.hosts} hosts at 1 Hz for {args.seconds} s, 2 analyzers, {args.dashboards} Chromium dashboards")
     print(f"{'process':<14} {'CPU % of a core':>16} {'RSS MB':>8}")
     for name, (cpu, rss) in sorted(usage.items(), key=lambda item: -item[1][0]):
         print(f"{name:<14} {cpu:>16.1f} {rss:>8.0f}")

@@ -8,26 +8,17 @@ Everything runs on this machine against a real router on a free port; prints a t
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-import psutil
 from autobahn.wamp.types import SubscribeOptions
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, task
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from common import CpuMeter, machine_line, percentile  # noqa: E402 (also puts the project on sys.path)
 from components.routerctl import free_port  # noqa: E402
 from components.testing import ComponentProcess, RouterProcess, join, sleep  # noqa: E402
-
-
-def percentile(values, fraction):
-    """The value below which `fraction` of values lie (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 @defer.inlineCallbacks
@@ -56,23 +47,6 @@ def measure_startup(workdir):
         up.wait(timeout=20)
 
 
-class Process:
-    """CPU and RSS of one process over a measured span."""
-
-    def __init__(self, pid):
-        self.process = psutil.Process(pid)
-        self.start_cpu = None
-
-    def begin(self):
-        times = self.process.cpu_times()
-        self.start_cpu, self.start_wall = times.user + times.system, time.monotonic()
-
-    def end(self):
-        times = self.process.cpu_times()
-        cpu = (times.user + times.system - self.start_cpu) / (time.monotonic() - self.start_wall) * 100
-        return cpu, self.process.memory_info().rss / 2**20
-
-
 @defer.inlineCallbacks
 def measure_pipeline(workdir, hosts, seconds, tracker_seconds):
     """Latency of analysis events for simulated hosts, and the real tracker's cost, against one router."""
@@ -93,15 +67,14 @@ def measure_pipeline(workdir, hosts, seconds, tracker_seconds):
 
         yield session.subscribe(on_analysis, "nerve.analysis.", options=SubscribeOptions(match="prefix", details_arg="details"))
         yield sleep(8)  # warm-up: every process joined, first analyses done
-        tracker = Process(started[3].process.pid)
-        router_node = [Process(child.pid) for child in psutil.Process(router.process.pid).children(recursive=True)]
+        tracker = CpuMeter("tracker", started[3].process.pid, children=False)
+        router_node = CpuMeter("router", router.process.pid)
         tracker.begin()
-        for each in router_node:
-            each.begin()
+        router_node.begin()
         recording[0] = True
         yield sleep(seconds)
         recording[0] = False
-        router_cpu = sum(each.end()[0] for each in router_node)
+        router_cpu = router_node.end()[0]
         yield sleep(max(tracker_seconds - seconds, 0))
         tracker_cpu, tracker_rss = tracker.end()
         stats = yield session.call("nerve.stats")
@@ -120,7 +93,7 @@ def main(reactor_, args):
     latencies, tracker_cpu, tracker_rss, router_cpu, stats = yield measure_pipeline(workdir, args.hosts, args.seconds, args.tracker_seconds)
     p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
     expected = args.hosts * args.seconds
-    print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {sys.version.split()[0]}")
+    print(machine_line())
     print(f"{'figure':<52} {'value':>12}")
     print(f"{'start-up: nerve up to first analysis event (s)':<52} {startup:>12.1f}")
     print(f"{f'analysis events received ({args.hosts} hosts x {args.seconds} s)':<52} {len(latencies):>12d}  (expected ~{expected})")

@@ -1,9 +1,7 @@
 """Starting the Crossbar router with the project's config: port override, absolute paths, readiness check."""
 
 import json
-import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
