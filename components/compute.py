@@ -14,6 +14,7 @@ from components.config import MeshConfig, uri_safe
 from components.decorators import every, procedure
 from components.errors import ConfigError, InvalidArgument, NotFound
 from components.tsp import Problem, anneal, check_cities, check_tour
+from components.tsp import problem_id as problem_id_of
 
 log = Logger(namespace="nerve.compute")
 ANNEAL_URI = "nerve.tsp.anneal"
@@ -68,15 +69,15 @@ class Compute:
         """The cached Problem for problem_id, built from cities when they are given."""
         if cities is not None:
             coords = check_cities(cities, self.config.max_cities)
-            problem = self.problems.get(problem_id)
+            own_id = problem_id_of(coords)
+            if problem_id is not None and problem_id != own_id:
+                raise InvalidArgument(f"problem_id {problem_id!r} does not match the cities (their id is {own_id})")
+            problem = self.problems.get(own_id)
             if problem is None:
-                problem = Problem(coords)
-                if problem_id is not None and problem_id != problem.id:
-                    raise InvalidArgument(f"problem_id {problem_id!r} does not match the cities (their id is {problem.id})")
-                self.problems[problem.id] = problem
+                problem = self.problems[own_id] = Problem(coords)
                 while len(self.problems) > self.config.cache_size:
                     self.problems.popitem(last=False)
-            self.problems.move_to_end(problem.id)
+            self.problems.move_to_end(own_id)
             return problem
         if problem_id is None:
             raise InvalidArgument("give cities, or the problem_id of cities sent to this instance before")

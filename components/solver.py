@@ -121,7 +121,7 @@ class Solver:
     @procedure(SOLVE_URI, invoke="roundrobin", concurrency=lambda config: config.max_solves)
     @defer.inlineCallbacks
     def solve(self, cities=None, budget=10.0, tsplib=None, seed=None, solve_id=None, details=None):
-        """Solve the TSP of cities ([[x, y], ...]) or TSPLIB text within budget seconds; returns {tour, length, rounds, instances}."""
+        """Solve the TSP of cities ([[x, y], ...]) or TSPLIB text in budget seconds: {tour, length, rounds, instances}."""
         problem, optimum = self._problem(cities, tsplib)
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) \
                 or not 0 < budget <= self.config.max_budget:
@@ -141,8 +141,10 @@ class Solver:
         log.info("solve {id}: {n} cities, budget {budget} s", id=solve_id, n=problem.n, budget=budget)
         try:
             self._emit(state, progress, state.event("start", cities=problem.coords.tolist(), temperature=state.t_start))
-            yield self._wait_for_instances(state)
-            while True:
+            # Three cities have one tour: there is nothing to farm out.
+            if problem.n > 3:
+                yield self._wait_for_instances(state)
+            while problem.n > 3:
                 remaining = state.deadline - time.monotonic()
                 if remaining < MIN_ROUND_SECONDS:
                     break
@@ -151,6 +153,10 @@ class Solver:
                     yield sleep(0.25)  # every instance left: hold until one comes back or the budget is spent
                     continue
                 yield self._round(state, callees, remaining, progress)
+        except defer.CancelledError:
+            # The caller cancelled or left: its pending anneal calls were cancelled with it (and so interrupted).
+            log.info("solve {id} cancelled by its caller after {rounds} rounds", id=solve_id, rounds=state.rounds)
+            raise Unavailable(f"solve {solve_id} was cancelled by its caller") from None
         finally:
             self.active -= 1
         result = {"tour": state.best.tolist(), "length": state.best_length, "rounds": state.rounds,
@@ -252,10 +258,7 @@ class Solver:
 
     @defer.inlineCallbacks
     def _call(self, state, arguments, send_cities):
-        """One anneal call, retried on backpressure, on a lost or missing instance and on an uncached problem.
-
-        Returns the result, or None when the solve's time ran out before any instance could serve it.
-        """
+        """One anneal call, retried on backpressure, a lost or missing instance or an uncached problem; None if time ran out."""
         backoff = 0.02
         while True:
             late = time.monotonic() - state.deadline

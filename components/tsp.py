@@ -17,6 +17,7 @@ import numpy as np
 from components.errors import InvalidArgument
 
 MIN_CITIES = 3
+MAX_COORDINATE = 1e9    # keeps every tour length far inside int64
 NEIGHBOURS = 8          # candidate partners per city for 2-opt and or-opt moves
 MAX_SEGMENT = 3         # or-opt moves segments of 1..MAX_SEGMENT cities
 BATCH = 256             # candidate moves evaluated per numpy pass
@@ -119,6 +120,8 @@ def check_cities(cities, max_cities):
             # bool is an int subclass, and a string of digits is still not a coordinate
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InvalidArgument(f"cities[{index}] has a non-numeric or non-finite coordinate {value!r}")
+            if abs(value) > MAX_COORDINATE:
+                raise InvalidArgument(f"cities[{index}] has a coordinate {value!r} beyond +-{MAX_COORDINATE:g}")
     coords = np.asarray(cities, dtype=np.float64)
     _, first, counts = np.unique(coords, axis=0, return_index=True, return_counts=True)
     if (counts > 1).any():
@@ -259,13 +262,10 @@ class Tour:
 
 
 def batch_deltas(tour, kinds, first, partner, lengths):
-    """Vectorised deltas of a batch of candidate moves on the current tour.
-
-    kinds: MOVE_2OPT or MOVE_OROPT per candidate; first: a city; partner: a neighbour of it.
-    2-opt joins first-partner: (i, j) = (pos[first], pos[partner]) when `lengths` is 1, else their predecessors.
-    Or-opt moves the `lengths` cities starting at first to just after partner.
-    Returns (delta, i, j, flip, valid) arrays.
-    """
+    """Deltas of a batch of candidate moves on the current tour, in one numpy pass: (delta, i, j, flip, valid)."""
+    # kinds: MOVE_2OPT or MOVE_OROPT per candidate; first: a city; partner: one of its nearest neighbours.
+    # 2-opt joins first-partner: (i, j) = (pos[first], pos[partner]) when `lengths` is 1, else their predecessors.
+    # Or-opt moves the `lengths` cities starting at first to just after partner.
     problem, n = tour.problem, tour.n
     dist, order, pos = problem.dist, tour.order, tour.pos
     p_first, p_partner = pos[first], pos[partner]
@@ -308,16 +308,13 @@ class AnnealResult:
 
 
 def anneal(problem, tour, t_start, t_end, iterations, seed=0, seconds=None, should_stop=None, on_batch=None):
-    """Simulated annealing from tour with 2-opt and or-opt moves, geometric cooling from t_start to t_end.
-
-    The schedule position is the larger of iterations done / iterations and, when `seconds` is
-    given, time spent / seconds: a time-capped run still cools through its whole segment. Each
-    numpy pass proposes BATCH moves from the neighbour lists and evaluates all their deltas at
-    once; the accepted ones are applied in order, each re-checked against the tour as it is by
-    then (earlier moves of the same pass may have changed its edges), so the kept length is exact.
-    on_batch(moves) is called after every pass; should_stop() is polled there too.
-    Returns the best tour seen.
-    """
+    """Simulated annealing from tour (2-opt and or-opt moves, geometric cooling t_start..t_end); returns the best tour seen."""
+    # The schedule position is the larger of moves done / iterations and, when `seconds` is given, time
+    # spent / seconds: a time-capped call still cools through its whole segment. Each numpy pass proposes
+    # BATCH moves from the neighbour lists and evaluates all their deltas at once; the accepted ones are
+    # applied in order, each re-checked against the tour as it is by then (an earlier move of the same pass
+    # may have changed its edges), so the running length stays exact. on_batch(moves) is called after every
+    # pass and should_stop() polled before it, so a cancelled call ends within one pass.
     if not (t_start > 0 and t_end > 0):
         raise InvalidArgument(f"temperatures must be > 0, got {t_start} .. {t_end}")
     rng = np.random.default_rng(seed)
