@@ -42,8 +42,13 @@ chromium:
 	@command -v chromium > /dev/null || { echo "installing Debian chromium"; \
 		$(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq chromium > /dev/null; }
 
-bench: setup
-	$(PY) bench/pipeline_latency.py
+# Each bench prints a table and a summary line; see docs/benchmarks.md for recorded figures.
+bench: setup web
+	$(PY) bench/mesh_bench.py
+	$(PY) bench/transport_bench.py
+	$(PY) bench/load_bench.py
+	$(PY) bench/dashboard_bench.py
+	$(PY) bench/tsp_bench.py
 
 clean:
 	rm -rf $(VENV) web/node_modules .crossbar/runtime

@@ -27,7 +27,7 @@ def measure_startup(workdir):
     port = free_port()
     secrets = os.path.join(workdir, "up-secrets.json")
     launched = time.monotonic()
-    up = subprocess.Popen([sys.executable, "-m", "components.cli", "up", "--port", str(port), "--secrets-file", secrets],
+    up = subprocess.Popen([sys.executable, "-m", "components", "up", "--port", str(port), "--secrets-file", secrets],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         while True:

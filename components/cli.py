@@ -93,16 +93,17 @@ def tls_files(dev_tls, tls_cert, tls_key):
 @main.command()
 @click.option("--port", envvar="NERVE_PORT", default=8080, show_default=True, show_envvar=True, type=click.IntRange(1, 65535))
 @click.option("--analyzers", default=2, show_default=True, type=click.IntRange(0, 32), help="Analyzer instances to start.")
+@click.option("--compute", default=1, show_default=True, type=click.IntRange(0, 64), help="TSP compute instances to start.")
 @click.option("--hosts", envvar="NERVE_HOSTS", default=0, show_default=True, type=click.IntRange(0, 100000),
               help="Also start a simulator with this many synthetic hosts.")
 @click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, type=click.Path(dir_okay=False), show_envvar=True)
 @tls_options
-def up(port, analyzers, hosts, secrets_file, dev_tls, tls_cert, tls_key):
+def up(port, analyzers, compute, hosts, secrets_file, dev_tls, tls_cert, tls_key):
     """Start the router, an orchestrator, a tracker for this machine and analyzers; Ctrl-C stops them all."""
     from components.supervisor import run_mesh
 
     tls = tls_files(dev_tls, tls_cert, tls_key)
-    sys.exit(run_mesh(port=port, analyzers=analyzers, hosts=hosts, secrets_file=secrets_file, tls=tls))
+    sys.exit(run_mesh(port=port, analyzers=analyzers, compute=compute, hosts=hosts, secrets_file=secrets_file, tls=tls))
 
 
 @main.command()
@@ -270,17 +271,11 @@ def credential(role, authid, secrets_file):
 
 
 def _add_tsp_commands():
-    from components.tsp_cli import tsp
+    # Imported late: tsp_cli builds on the helpers above.
+    from components.tsp_cli import compute, solver, tsp
 
-    main.add_command(tsp)
-    for name in ("compute", "solver"):
-        command = getattr(__import__("components.tsp_cli", fromlist=[name]), name, None)
-        if command is not None:
-            main.add_command(command)
+    for command in (compute, solver, tsp):
+        main.add_command(command)
 
 
 _add_tsp_commands()
-
-
-if __name__ == "__main__":
-    main()

@@ -85,11 +85,11 @@ class Supervisor:
 
 def component_command(*args):
     """The command line of a nerve component run with this interpreter."""
-    return [sys.executable, "-m", "components.cli", *args]
+    return [sys.executable, "-m", "components", *args]
 
 
-def run_mesh(port, analyzers, hosts, secrets_file=None, tls=None):
-    """Run router, orchestrator, tracker, analyzers (and a simulator with --hosts); return the exit code."""
+def run_mesh(port, analyzers, hosts, compute=1, secrets_file=None, tls=None):
+    """Run router, orchestrator, tracker, analyzers, TSP solver and compute (and a simulator with --hosts)."""
     if port_open(port):
         sys.stderr.write(f"nerve up: port {port} is already in use; stop what runs there or pass --port\n")
         return 1
@@ -121,6 +121,9 @@ def run_mesh(port, analyzers, hosts, secrets_file=None, tls=None):
     supervisor.start("orchestrator", component_command("orchestrator"), env)
     for index in range(analyzers):
         supervisor.start(f"analyzer-{index + 1}", component_command("analyzer", "--authid", f"analyzer-{index + 1}"), env)
+    supervisor.start("solver", component_command("solver", "--authid", "solver"), env)
+    for index in range(compute):
+        supervisor.start(f"compute-{index + 1}", component_command("compute", "--authid", f"compute-{index + 1}"), env)
     supervisor.start("tracker", component_command("tracker"), env)
     if hosts:
         supervisor.start("simulator", component_command("tracker", "--hosts", str(hosts)), env)

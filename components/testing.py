@@ -86,7 +86,7 @@ class ComponentProcess:
         self.args = args
         self.output_path = router.workdir / f"{args[0]}-{time.monotonic_ns()}.log"
         self._output = open(self.output_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "components.cli", *args], env=router.env(**(env or {})),
+        self.process = subprocess.Popen([sys.executable, "-m", "components", *args], env=router.env(**(env or {})),
                                         stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self):

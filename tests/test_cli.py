@@ -9,12 +9,13 @@ import pytest_twisted
 
 from components.testing import join, wait_until
 
-COMMANDS = ["up", "router", "tracker", "analyzer", "orchestrator", "watch", "listen", "run", "credential", "alert", "alert send"]
+COMMANDS = ["up", "router", "tracker", "analyzer", "orchestrator", "watch", "listen", "run", "credential", "alert", "alert send",
+            "compute", "solver", "tsp", "tsp solve"]
 
 
 def nerve(*args, env=None, timeout=30):
     """Run a `nerve` command to completion."""
-    return subprocess.run([sys.executable, "-m", "components.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "components", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
 
 

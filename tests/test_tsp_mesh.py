@@ -204,7 +204,7 @@ def test_cli_solve_prints_progress_length_and_gap(router, solver):
         deadline = time.monotonic() + 20
         while not all("joined realm" in process.output() for process in instances) and time.monotonic() < deadline:
             time.sleep(0.1)
-        result = subprocess.run([sys.executable, "-m", "components.cli", "tsp", "solve", str(DATA / "berlin52.tsp"),
+        result = subprocess.run([sys.executable, "-m", "components", "tsp", "solve", str(DATA / "berlin52.tsp"),
                                  "--budget", "3"], capture_output=True, text=True, env=router.env(), timeout=60)
     finally:
         for process in instances:
@@ -219,6 +219,6 @@ def test_cli_solve_prints_progress_length_and_gap(router, solver):
 def test_cli_rejects_an_unsupported_edge_weight_type(tmp_path):
     geo = tmp_path / "geo.tsp"
     geo.write_text((DATA / "berlin52.tsp").read_text().replace("EUC_2D", "GEO"))
-    result = subprocess.run([sys.executable, "-m", "components.cli", "tsp", "solve", str(geo)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "components", "tsp", "solve", str(geo)], capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 2 and "EDGE_WEIGHT_TYPE GEO is not supported" in result.stderr, result.stderr
