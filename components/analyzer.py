@@ -76,8 +76,9 @@ class Analyzer:
         finally:
             with self.lock:
                 self.in_flight -= 1
-        self.served += 1
-        self.hosts_analyzed += len(results)
+        with self.lock:
+            self.served += 1
+            self.hosts_analyzed += len(results)
         return {"analyzer": self.mesh.config.mesh.authid, "hosts": results}
 
     @every(1.0)

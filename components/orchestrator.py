@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from components.config import MeshConfig
 from components.decorators import every, on, on_join, procedure
@@ -185,13 +186,15 @@ class Orchestrator:
             host.in_flight = False
 
     def _on_result(self, result, work, sent_at):
+        results = result.get("hosts", []) if isinstance(result, dict) else []
+        if len(results) != len(work):
+            # A malformed answer is a failed call: the samples go back to their hosts, not into the void.
+            error = InvalidArgument(f"analyzer returned {len(results)} results for {len(work)} hosts")
+            return self._on_failure(Failure(error), work)
         self._finish(work)
         self.backoff = 0.0
         self.capacity = min(self.capacity + 1.0 / max(self.capacity, 1.0), float(self.config.max_in_flight))
         self.no_analyzer_logged = False
-        results = result.get("hosts", []) if isinstance(result, dict) else []
-        if len(results) != len(work):
-            raise InvalidArgument(f"analyzer returned {len(results)} results for {len(work)} hosts")
         analyzer = result.get("analyzer")
         now = self.clock()
         self.stats["analysed"] += sum(len(samples) for _, samples in work)

@@ -17,6 +17,7 @@ from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, reactor, task
 
 from components import credentials
+from components.config import MeshConfig
 from components.routerctl import free_port, router_command, wait_for_port
 
 
@@ -133,20 +134,12 @@ def wait_until(predicate, timeout=5.0, interval=0.05, message="condition"):
 
 def join(url, role="anonymous", authid=None, ticket=None, realm="nerve", serializers=("json",), ca_file=None):
     """A Deferred firing with a joined session (anonymous, or a backend role with its ticket); fails if refused."""
-    transport = {"url": url, "max_retries": 0}
-    if url.startswith(("wss", "rss")):
-        from urllib.parse import urlparse
-
-        parsed = urlparse(url)
-        tls = {"hostname": parsed.hostname, "trust_root": str(ca_file)} if ca_file else True
-        transport["endpoint"] = {"type": "tcp", "host": parsed.hostname, "port": parsed.port, "tls": tls}
-    if url.startswith("rs"):
-        transport.update(type="rawsocket", serializer=serializers[0] if serializers[0] != "json" else "msgpack")
-    else:
-        transport.update(type="websocket", serializers=list(serializers))
-    authentication = None
-    if role != "anonymous":
-        authentication = {"ticket": {"authid": authid, "ticket": ticket, "authextra": {"role": role}}}
+    # The same transport and credentials a component builds, without retries (a refusal should fail the test).
+    config = MeshConfig(role=role, router=url, realm=realm, authid=authid, ticket=ticket, ca_file=ca_file)
+    transport = dict(config.transport(), max_retries=0)
+    if not config.is_rawsocket:
+        transport["serializers"] = list(serializers)
+    authentication = config.authentication()
     component = Component(transports=[transport], realm=realm, authentication=authentication)
     joined = defer.Deferred()
 

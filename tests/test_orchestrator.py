@@ -154,3 +154,11 @@ def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did
     orchestrator.follow_analysis({"host_id": "h1", "seq": 2, "ts": done["ts"], "level": "LOW", "metrics": {}})
     assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [3]
     assert orchestrator.snapshot()["hosts"]["h1"]["level"] == "LOW"
+
+
+def test_a_malformed_analyzer_answer_puts_the_samples_back(orchestrator, clock):
+    feed(orchestrator, clock, "h1", 1)
+    clock.advance(0.1)
+    orchestrator.mesh.calls[0][2].callback({"analyzer": "broken", "hosts": []})
+    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [1]
+    assert orchestrator.in_flight_calls == 0 and not orchestrator.hosts["h1"].in_flight
