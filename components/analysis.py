@@ -26,7 +26,16 @@ Per-metric state is one flat list of `STATE_WIDTH` floats (see `_N` ... `_SINCE`
     13 candidate  level waiting for its minimum duration, -1 if none
     14 since      ts at which the candidate appeared
 
-The host state is `{"version": 1, "ts": latest sample ts or None, "metrics": {name: [15 floats]}}`.
+The host state is `{"version": 1, "ts": latest sample ts or None, "metrics": {name: [15 floats]}}`,
+or, in the compact wire form, `{"version": 2, "ts": ..., "names": [name, ...], "rows": bytes}` with
+the rows as little-endian float64, one row of 15 per name. Both are accepted as input; the
+compact form is what `analyze_batch(..., compact=True)` returns. It carries the same floats,
+but as one binary value per host instead of 15 numbers per metric, so the router and the
+orchestrator pass it through without decoding and re-encoding every number.
+
+A compact result is `{"host_id", "state" (version 2), "level", "anomaly": [score per name],
+"changes"}`: everything else a full result holds is a function of the state, and
+`describe_compact` rebuilds it exactly (the orchestrator does so only for hosts someone watches).
 
 How each output is made, per metric:
 
@@ -67,6 +76,8 @@ from components.errors import InvalidArgument
 
 LEVELS = ("LOW", "MEDIUM", "HIGH")
 STATE_VERSION = 1
+COMPACT_STATE_VERSION = 2
+_ROW_BYTES = 8 * 15
 STATE_WIDTH = 15
 MAX_ABS_VALUE = 1e100  # keeps squares and co-moments far from float overflow
 MAX_ABS_TS = 1e15  # seconds; anything larger is a unit mistake (ms or ns epoch)
@@ -204,12 +215,13 @@ def _load_state(state, path, host_id):
         return None, {}
     if not isinstance(state, dict):
         raise _bad(path, f"expected a dict or None, got {type(state).__name__}", host_id)
-    if state.get("version") != STATE_VERSION:
-        raise _bad(f"{path}.version", f"expected {STATE_VERSION}, got {state.get('version')!r}", host_id)
+    if state.get("version") not in (STATE_VERSION, COMPACT_STATE_VERSION):
+        raise _bad(f"{path}.version", f"expected {STATE_VERSION} or {COMPACT_STATE_VERSION}, got {state.get('version')!r}",
+                   host_id)
     last_ts = state.get("ts")
     if last_ts is not None:
         last_ts = _check_ts(last_ts, f"{path}.ts", host_id)
-    metrics = state.get("metrics")
+    metrics = state.get("metrics") if state["version"] == STATE_VERSION else _unpack_rows(state, path, host_id)
     if not isinstance(metrics, dict):
         raise _bad(f"{path}.metrics", f"expected a dict, got {type(metrics).__name__}", host_id)
     if not set(map(type, metrics)) <= {str} or "" in metrics:
@@ -220,10 +232,29 @@ def _load_state(state, path, host_id):
     return last_ts, metrics
 
 
+def _unpack_rows(state, path, host_id):
+    """{name: row} from a compact state's names and binary rows; the rows are checked with the others later."""
+    names, rows = state.get("names"), state.get("rows")
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise _bad(f"{path}.names", "expected a list of non-empty metric names", host_id)
+    if len(set(names)) != len(names):
+        raise _bad(f"{path}.names", "metric names must be unique", host_id)
+    if not isinstance(rows, bytes) or len(rows) != len(names) * _ROW_BYTES:
+        got = f"{len(rows)} bytes" if isinstance(rows, bytes) else type(rows).__name__
+        raise _bad(f"{path}.rows", f"expected {len(names) * _ROW_BYTES} bytes ({STATE_WIDTH} float64 per name), got {got}",
+                   host_id)
+    return dict(zip(names, np.frombuffer(rows, dtype="<f8").reshape(-1, STATE_WIDTH)))
+
+
+def _pack_rows(matrix):
+    """Rows of floats as the compact state's little-endian float64 bytes."""
+    return np.ascontiguousarray(matrix, dtype="<f8").tobytes()
+
+
 def _state_row_problem(row, last_ts):
     """Why one state row is unusable, as (item index or None, message), or None if it is fine."""
-    if not isinstance(row, (list, tuple)) or len(row) != STATE_WIDTH:
-        got = f"length {len(row)}" if isinstance(row, (list, tuple)) else type(row).__name__
+    if not isinstance(row, (list, tuple, np.ndarray)) or len(row) != STATE_WIDTH:
+        got = f"length {len(row)}" if isinstance(row, (list, tuple, np.ndarray)) else type(row).__name__
         return None, f"expected a list of {STATE_WIDTH} numbers, got {got}"
     floats = []
     for index, item in enumerate(row):
@@ -241,7 +272,9 @@ def _state_row_problem(row, last_ts):
 def _state_matrix(raw_rows, last_ts, where):
     """The state rows as one float matrix, checked in bulk; the slow per-row check only runs to name a bad row."""
     matrix = None
-    if (set(map(type, raw_rows)) <= {list, tuple} and set(map(len, raw_rows)) <= {STATE_WIDTH}
+    if raw_rows and all(type(row) is np.ndarray for row in raw_rows):  # compact states: already float64 rows
+        matrix = np.vstack(raw_rows)
+    elif (set(map(type, raw_rows)) <= {list, tuple} and set(map(len, raw_rows)) <= {STATE_WIDTH}
             and set(map(type, chain.from_iterable(raw_rows))) <= {float, int}):
         try:
             matrix = np.fromiter(chain.from_iterable(raw_rows), np.float64, count=len(raw_rows) * STATE_WIDTH)
@@ -514,8 +547,8 @@ def _clean(values):
     return np.where(np.isfinite(values), values, 0.0).tolist()
 
 
-def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams()):
-    """Analyse each host's new samples against its state; returns one result per host, in order."""
+def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams(), compact=False):
+    """Analyse each host's new samples against its state; returns one result per host, in order (compact: wire form)."""
     if not isinstance(params, AnalysisParams):
         raise InvalidArgument(f"params: expected AnalysisParams, got {type(params).__name__}")
     batch = _gather(hosts)
@@ -571,14 +604,17 @@ def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams())
     st[~has_thr, _CAND] = -1.0
     st[~has_thr, _SINCE] = 0.0
 
-    state_l = st.tolist()
     level_rank = st[:, _LEVEL].astype(int).tolist()
-    level_names = [LEVELS[level] if level >= 0 else None for level in level_rank]
-    columns = zip(st[:, _VALUE].tolist(), level_names, _clean(st[:, _MEAN]), _clean(st[:, _P95]),
-                  _clean(_trend(st)), _clean(anomaly))
-    entries = [{"value": value, "level": level, "mean": mean, "p95": p95, "trend": trend, "anomaly": score}
-               for value, level, mean, p95, trend, score in columns]
     alive_l = alive.tolist()
+    if compact:
+        anomaly_l, state_l, entries = _clean(anomaly), None, None
+    else:
+        state_l = st.tolist()
+        level_names = [LEVELS[level] if level >= 0 else None for level in level_rank]
+        columns = zip(st[:, _VALUE].tolist(), level_names, _clean(st[:, _MEAN]), _clean(st[:, _P95]),
+                      _clean(_trend(st)), _clean(anomaly))
+        entries = [{"value": value, "level": level, "mean": mean, "p95": p95, "trend": trend, "anomaly": score}
+                   for value, level, mean, p95, trend, score in columns]
 
     changes_by_host = [[] for _ in host_ts]
     for row, j, before, after in change_log:
@@ -600,12 +636,35 @@ def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams())
         host_level = max((level_rank[row] for _, row in live), default=-1)
         # sort is stable, so two changes of one metric at one sample keep their order
         changes = [entry for _, _, entry in sorted(changes_by_host[h], key=lambda item: (item[0], item[1]))]
-        results.append({
-            "host_id": host_id,
-            "state": {"version": STATE_VERSION, "ts": batch.host_last[h],
-                      "metrics": {name: state_l[row] for name, row in live}},
-            "level": LEVELS[host_level] if host_level >= 0 else None,
-            "metrics": {name: entries[row] for name, row in live},
-            "changes": changes,
-        })
+        result = {"host_id": host_id, "level": LEVELS[host_level] if host_level >= 0 else None, "changes": changes}
+        if compact:
+            rows = [row for _, row in live]
+            result["state"] = {"version": COMPACT_STATE_VERSION, "ts": batch.host_last[h],
+                               "names": [name for name, _ in live], "rows": _pack_rows(st[rows])}
+            result["anomaly"] = [anomaly_l[row] for row in rows]
+        else:
+            result["state"] = {"version": STATE_VERSION, "ts": batch.host_last[h],
+                               "metrics": {name: state_l[row] for name, row in live}}
+            result["metrics"] = {name: entries[row] for name, row in live}
+        results.append(result)
     return results
+
+
+def _finite_or_zero(value):
+    return value if math.isfinite(value) else 0.0
+
+
+def describe_compact(result):
+    """The level and per-metric entries (value, level, mean, p95, trend, anomaly) of a compact result, exactly as
+    analyze_batch(compact=False) gives them."""
+    state = result["state"]
+    rows = np.frombuffer(state["rows"], dtype="<f8").reshape(-1, STATE_WIDTH).tolist()
+    metrics = {}
+    for name, row, score in zip(state["names"], rows, result["anomaly"]):
+        tt = row[_TT_M2]
+        trend = row[_TX_M2] / tt * 60.0 if tt > 0 else 0.0
+        level = int(row[_LEVEL])
+        metrics[name] = {"value": row[_VALUE], "level": LEVELS[level] if level >= 0 else None,
+                         "mean": _finite_or_zero(row[_MEAN]), "p95": _finite_or_zero(row[_P95]),
+                         "trend": _finite_or_zero(trend), "anomaly": score}
+    return {"level": result["level"], "metrics": metrics}

@@ -56,13 +56,15 @@ class Analyzer:
         reactor.suggestThreadPoolSize(max(config.concurrency, 2))
 
     @procedure("nerve.analyze", invoke="roundrobin", concurrency=lambda config: config.concurrency)
-    def analyze(self, hosts):
-        """Analyse a batch of hosts' new samples against their states; returns states and results."""
+    def analyze(self, hosts, compact=False):
+        """Analyse a batch of hosts' new samples against their states; returns states and results (compact: wire form)."""
         if not isinstance(hosts, list) or len(hosts) > MAX_HOSTS_PER_CALL:
             raise InvalidArgument(f"hosts must be a list of at most {MAX_HOSTS_PER_CALL} host entries")
-        return threads.deferToThread(self._analyze, hosts)
+        if not isinstance(compact, bool):
+            raise InvalidArgument(f"compact must be true or false, got {compact!r:.40}")
+        return threads.deferToThread(self._analyze, hosts, compact)
 
-    def _analyze(self, hosts):
+    def _analyze(self, hosts, compact):
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -72,7 +74,7 @@ class Analyzer:
                 log.error("{n} calls in flight above the concurrency cap {cap}", n=self.in_flight, cap=self.config.concurrency)
             if self.config.extra_work_ms:
                 burn_cpu(self.config.extra_work_ms)
-            results = analyze_batch(hosts, self.config.thresholds, self.config.params)
+            results = analyze_batch(hosts, self.config.thresholds, self.config.params, compact=compact)
         finally:
             with self.lock:
                 self.in_flight -= 1

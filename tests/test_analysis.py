@@ -13,6 +13,7 @@ from components.analysis import (
     AnalysisParams,
     Thresholds,
     analyze_batch,
+    describe_compact,
     parse_thresholds,
 )
 from components.errors import InvalidArgument
@@ -348,6 +349,45 @@ def test_batch_of_hosts_equals_each_host_alone():
     assert together == alone
 
 
+def compact_state_of(state):
+    """A full (version 1) state in the compact wire form."""
+    names = sorted(state["metrics"])
+    rows = np.array([state["metrics"][name] for name in names], dtype="<f8").tobytes()
+    return {"version": 2, "ts": state["ts"], "names": names, "rows": rows}
+
+
+@pytest.mark.parametrize("chunk_sizes", [[1] * 60, [7, 13, 40], [60]])
+def test_compact_wire_form_gives_exactly_the_full_results(chunk_sizes):
+    # the orchestrator runs on compact results: describing one must give the full result bit for bit
+    samples = mixed_samples(sum(chunk_sizes))
+    full_state = compact = None
+    start = 0
+    for size in chunk_sizes:
+        chunk = samples[start:start + size]
+        start += size
+        full = analyze_one(chunk, full_state)
+        compact = analyze_one(chunk, compact and compact["state"], compact=True)
+        full_state = full["state"]
+        assert describe_compact(compact) == {"level": full["level"], "metrics": full["metrics"]}
+        assert compact["changes"] == full["changes"]
+        assert compact["state"] == compact_state_of(full["state"])
+    assert set(compact) == {"host_id", "state", "level", "anomaly", "changes"}
+
+
+def test_compact_and_full_states_are_interchangeable_in_one_batch():
+    first = analyze_batch([{"host_id": "a", "state": None, "samples": mixed_samples(10, seed=1)},
+                           {"host_id": "b", "state": None, "samples": mixed_samples(10, seed=2)}])
+    later = [{"host_id": "a", "state": first[0]["state"], "samples": mixed_samples(5, seed=3, t0=T0 + 100)},
+             {"host_id": "b", "state": compact_state_of(first[1]["state"]), "samples": mixed_samples(5, seed=4, t0=T0 + 100)}]
+    as_full = [dict(host, state=first[k]["state"]) for k, host in enumerate(later)]
+    assert analyze_batch(later) == analyze_batch(as_full)
+
+
+def test_compact_state_is_one_binary_value_per_host():
+    state = analyze_one(mixed_samples(50), compact=True)["state"]
+    assert isinstance(state["rows"], bytes) and len(state["rows"]) == len(state["names"]) * STATE_WIDTH * 8
+
+
 def test_empty_batch_and_host_without_samples():
     assert analyze_batch([]) == []
     assert analyze_batch([{"host_id": "new", "state": None, "samples": []}]) == [{
@@ -541,6 +581,16 @@ def bad_state_row(row):
          "hosts[0].state.metrics['cpu'][14]: expected a finite number, got 'x'"),
         ([good_host(state=bad_state_row([1.0] * 12 + [7.0, -1.0, 0.0]), samples=[])],
          "hosts[0].state.metrics['cpu']: inconsistent"),
+        ([good_host(state={"version": 2, "ts": 1.0, "names": "cpu", "rows": b""})],
+         "hosts[0].state.names: expected a list of non-empty metric names"),
+        ([good_host(state={"version": 2, "ts": 1.0, "names": ["cpu", "cpu"], "rows": bytes(240)})],
+         "hosts[0].state.names: metric names must be unique"),
+        ([good_host(state={"version": 2, "ts": 1.0, "names": ["cpu"], "rows": bytes(100)})],
+         "hosts[0].state.rows: expected 120 bytes (15 float64 per name), got 100 bytes"),
+        ([good_host(state={"version": 2, "ts": 1.0, "names": ["cpu"], "rows": [0.0] * 15})],
+         "hosts[0].state.rows: expected 120 bytes (15 float64 per name), got list"),
+        ([good_host(state={"version": 2, "ts": T0, "names": ["cpu"], "rows": bytes(120)}, samples=[])],
+         "hosts[0].state.metrics['cpu']: inconsistent"),
         # samples must come after the ones the state has already seen
         ([good_host(state=analyze_one(samples_of([1.0] * 3, "cpu", t0=T0 + 10))["state"])],
          "hosts[0].samples[0].ts: 1700000000.0 is not after the previous ts 1700000012.0"),
@@ -566,3 +616,15 @@ def test_input_is_not_modified():
     assert json.dumps(host) == snapshot
     again = analyze_batch([{"host_id": "web-1", "state": result["state"], "samples": mixed_samples(3, t0=T0 + 100)}])
     assert again[0]["state"] is not result["state"]
+
+
+@pytest.mark.parametrize("serializer_name", ["JsonObjectSerializer", "MsgPackObjectSerializer", "CBORObjectSerializer"])
+def test_compact_results_survive_every_wamp_serializer(serializer_name):
+    from autobahn.wamp import serializer
+
+    codec = getattr(serializer, serializer_name)(batched=False)
+    result = analyze_one(mixed_samples(20), compact=True)
+    [decoded] = codec.unserialize(codec.serialize(result))
+    assert decoded == result
+    follow = analyze_one(mixed_samples(3, t0=T0 + 100), decoded["state"], compact=True)
+    assert follow["state"]["ts"] > result["state"]["ts"]
