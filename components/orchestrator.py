@@ -15,15 +15,21 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from components.analysis import describe_compact
 from components.config import MeshConfig
 from components.decorators import every, on, on_join, procedure
 from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
+from components.interest import TopicInterest
 from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, validate_measure
 
 log = Logger(namespace="nerve.orchestrator")
 
 ANALYZE_URI = "nerve.analyze"
 LEADER_URI = "nerve.orchestrator.leader"
+ANALYSED_URI = "nerve.orchestrator.analysed"
+ANALYSIS_TOPIC_PREFIX = "nerve.analysis."
+ANALYSIS_EVENTS = ("subscribed", "all")
+LATENCY_SAMPLES = 10000
 BACKPRESSURE_ERRORS = ("crossbar.error.max_concurrency_reached",)
 NO_ANALYZER_ERRORS = ("wamp.error.no_such_procedure", "wamp.error.no_such_registration")
 ANALYSIS_SCHEMA = {
@@ -42,7 +48,7 @@ class OrchestratorConfig:
     """Orchestrator settings: window length, batching, digest tick and timeouts."""
 
     mesh: MeshConfig
-    tick: float = 1.0
+    tick: float = 0.25
     window: float = 300.0
     batch_size: int = 100
     batch_delay: float = 0.05
@@ -50,8 +56,12 @@ class OrchestratorConfig:
     max_pending: int = 600
     call_timeout: float = 30.0
     stale_after: float = 5.0
+    analysis_events: str = "subscribed"
+    compact_calls: bool = True
 
     def __post_init__(self):
+        if self.analysis_events not in ANALYSIS_EVENTS:
+            raise ConfigError(f"analysis events must be one of {', '.join(ANALYSIS_EVENTS)}, got {self.analysis_events!r}")
         for name in ("tick", "window", "call_timeout", "stale_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -66,7 +76,8 @@ class HostRecord:
     """What the orchestrator knows of one host."""
 
     __slots__ = ("host_id", "hostname", "run", "last_seq", "last_ts", "interval", "window", "pending",
-                 "in_flight", "state", "analysis", "alerts", "received_at")
+                 "in_flight", "state", "result", "analysis", "level_name", "analysed_seq", "analysed_ts",
+                 "analyzed_at", "analyzer", "alerts", "received_at", "digest_mark")
 
     def __init__(self, host_id, max_window):
         self.host_id = host_id
@@ -79,13 +90,20 @@ class HostRecord:
         self.pending = []
         self.in_flight = False
         self.state = None
-        self.analysis = None
+        self.result = None  # the analyzer's latest answer for this host (compact or full)
+        self.analysis = None  # the analysis event built from it, made only when someone asks
+        self.level_name = None
+        self.analysed_seq = None
+        self.analysed_ts = None
+        self.analyzed_at = None
+        self.analyzer = None
         self.alerts = deque(maxlen=MAX_ALERTS_PER_HOST)
         self.received_at = 0.0
+        self.digest_mark = None  # what the last digest said of this host
 
     def level(self):
         """The host's latest overall level, or None before its first analysis."""
-        return self.analysis["level"] if self.analysis else None
+        return self.level_name
 
 
 class Orchestrator:
@@ -113,6 +131,8 @@ class Orchestrator:
         self.no_analyzer_logged = False
         self.active = False
         self.max_window = int(config.window / 0.05) + 1
+        self.interest = TopicInterest(ANALYSIS_TOPIC_PREFIX)
+        self.latencies = deque(maxlen=LATENCY_SAMPLES)
 
     # -- input -------------------------------------------------------------------------
     @on(MEASURE_TOPIC_PREFIX, match="prefix")
@@ -176,7 +196,8 @@ class Orchestrator:
         self.in_flight_calls += 1
         self.stats["calls"] += 1
         sent_at = self.clock()
-        call = self.mesh.call(ANALYZE_URI, payload, timeout=self.config.call_timeout)
+        options = {"compact": True} if self.config.compact_calls else {}
+        call = self.mesh.call(ANALYZE_URI, payload, timeout=self.config.call_timeout, **options)
         call.addCallbacks(self._on_result, self._on_failure, callbackArgs=(work, sent_at), errbackArgs=(work,))
         call.addErrback(lambda failure: log.failure("handling an analysis result failed", failure))
 
@@ -198,8 +219,12 @@ class Orchestrator:
         analyzer = result.get("analyzer")
         now = self.clock()
         self.stats["analysed"] += sum(len(samples) for _, samples in work)
+        done = {}
         for (host, samples), analysed in zip(work, results):
             self._publish_analysis(host, samples, analysed, analyzer, now)
+            done[host.host_id] = [host.analysed_seq, host.analysed_ts, host.level_name]
+        # Standbys follow this (one event per call, not per host) to drop the work already done.
+        self.mesh.publish(ANALYSED_URI, {"hosts": done})
         if self.due_hosts():
             self._schedule_dispatch(0)
 
@@ -231,36 +256,60 @@ class Orchestrator:
 
     # -- output ------------------------------------------------------------------------
     def _publish_analysis(self, host, samples, analysed, analyzer, now):
-        host.state = analysed.get("state")
+        host.state, host.result, host.analysis = analysed.get("state"), analysed, None
+        host.level_name = analysed.get("level")
         last = samples[-1]
-        host.analysis = {"host_id": host.host_id, "hostname": host.hostname, "seq": last["seq"], "ts": last["ts"],
-                         "analyzed_at": round(now, 3), "analyzer": analyzer, "level": analysed.get("level"),
-                         "metrics": analysed.get("metrics", {})}
-        self.mesh.publish(f"nerve.analysis.{host.host_id}", host.analysis)
+        host.analysed_seq, host.analysed_ts, host.analyzed_at, host.analyzer = last["seq"], last["ts"], round(now, 3), analyzer
+        self.latencies.append(now - last["ts"])
+        topic = ANALYSIS_TOPIC_PREFIX + host.host_id
+        if self.config.analysis_events == "all" or self.interest.wants(topic):
+            self.mesh.publish(topic, self.analysis_of(host))
+        else:
+            self.stats["analysis_unwatched"] += 1
         for change in analysed.get("changes", []):
             alert = dict(change, host_id=host.host_id, hostname=host.hostname)
             host.alerts.append(alert)
             self.stats["alerts"] += 1
             self.mesh.publish(f"nerve.alert.{host.host_id}", alert)
 
+    def analysis_of(self, host):
+        """The host's latest analysis event (built from the analyzer's answer on first use), or None."""
+        if host.analysis is None and host.result is not None:
+            described = describe_compact(host.result) if "anomaly" in host.result else host.result
+            host.analysis = {"host_id": host.host_id, "hostname": host.hostname, "seq": host.analysed_seq,
+                             "ts": host.analysed_ts, "analyzed_at": host.analyzed_at, "analyzer": host.analyzer,
+                             "level": described.get("level"), "metrics": described.get("metrics", {})}
+        return host.analysis
+
     def digest_entry(self, host, now):
         """One host's line in the digest: level, headline values, age, staleness."""
         latest = host.window[-1]["metrics"] if host.window else {}
-        entry = {"level": host.level(), "ts": host.last_ts, "seq": host.last_seq,
-                 "stale": now - host.received_at > max(self.config.stale_after, 3 * host.interval)}
+        entry = {"level": host.level(), "ts": host.last_ts, "seq": host.last_seq, "stale": self._is_stale(host, now)}
         entry.update({name: latest.get(name) for name in HEADLINE_METRICS})
         return entry
 
+    def _is_stale(self, host, now):
+        return now - host.received_at > max(self.config.stale_after, 3 * host.interval)
+
     @every(lambda config: config.tick)
     def publish_digest(self):
-        """One event per tick with every host's latest level and headline values (active orchestrator only)."""
+        """One event per tick with the entries of the hosts that changed since the last one (active orchestrator only).
+
+        One event per tick whatever the number of hosts, each host at most once: a dashboard
+        pays O(1) messages per tick; nerve.snapshot gives a late joiner everything.
+        """
         if not self.active:
             return
         now = self.clock()
         if self.due_hosts():
             self._schedule_dispatch(0)
-        self.mesh.publish("nerve.digest", {"ts": round(now, 3), "lag": self.lag_seconds(), "hosts": {
-            host_id: self.digest_entry(host, now) for host_id, host in self.hosts.items()}})
+        changed = {}
+        for host_id, host in self.hosts.items():
+            mark = (host.last_seq, host.run, host.level_name, self._is_stale(host, now))
+            if mark != host.digest_mark:
+                host.digest_mark = mark
+                changed[host_id] = self.digest_entry(host, now)
+        self.mesh.publish("nerve.digest", {"ts": round(now, 3), "lag": self.lag_seconds(), "hosts": changed})
 
     def lag_seconds(self):
         """How far analysis is behind: the age of the oldest sample still waiting (0 when caught up)."""
@@ -279,6 +328,23 @@ class Orchestrator:
         self.active = False
         return self.check_leadership()
 
+    @on_join
+    def load_interest(self):
+        """Learn who subscribes to analysis events; until then (or if the router refuses) publish them all."""
+        failed = self.interest.load(self.mesh.session)
+        return failed.addErrback(lambda failure: log.warn("cannot read the router's subscriptions ({error}); publishing "
+                                                         "every analysis event", error=failure.getErrorMessage()))
+
+    @on("wamp.subscription.on_create")
+    def subscription_created(self, session_id, subscription):
+        """A first subscriber created a subscription: analysis events on its topics now have a receiver."""
+        self.interest.add(subscription)
+
+    @on("wamp.subscription.on_delete")
+    def subscription_deleted(self, session_id, subscription_id):
+        """The last subscriber of a subscription left."""
+        self.interest.remove(subscription_id)
+
     @every(0.5, now=False)
     @defer.inlineCallbacks
     def check_leadership(self):
@@ -295,14 +361,16 @@ class Orchestrator:
             if active:
                 self._schedule_dispatch(0)
 
-    @on("nerve.analysis.", match="prefix")
-    def follow_analysis(self, analysis):
-        """As a standby, drop pending work the active orchestrator has analysed (events of others only)."""
-        host = self.hosts.get(analysis.get("host_id")) if isinstance(analysis, dict) else None
-        if self.active or host is None or not isinstance(analysis.get("ts"), (int, float)):
+    @on(ANALYSED_URI)
+    def follow_analysed(self, analysed):
+        """As a standby, drop pending work the active orchestrator has analysed."""
+        if self.active:
             return
-        host.analysis = analysis
-        host.pending = [sample for sample in host.pending if sample["ts"] > analysis["ts"]]
+        for host_id, (seq, ts, level) in analysed["hosts"].items():
+            host = self.hosts.get(host_id)
+            if host is not None and isinstance(ts, (int, float)):
+                host.analysed_seq, host.analysed_ts, host.level_name = seq, ts, level
+                host.pending = [sample for sample in host.pending if sample["ts"] > ts]
 
     @on("nerve.alert.", match="prefix")
     def follow_alert(self, alert):
@@ -329,7 +397,7 @@ class Orchestrator:
             raise InvalidArgument(f"since must be epoch seconds (a number), got {since!r:.40}")
         samples = [sample for sample in host.window if since is None or sample["ts"] > since]
         return {"host_id": host_id, "hostname": host.hostname, "samples": samples,
-                "analysis": host.analysis, "alerts": list(host.alerts)}
+                "analysis": self.analysis_of(host), "alerts": list(host.alerts)}
 
     @procedure("nerve.analyze_host", invoke="first")
     @defer.inlineCallbacks
@@ -375,7 +443,11 @@ class Orchestrator:
     def get_stats(self):
         """Counters: received, analysed, duplicates, gaps, dropped per publisher, backlog and calls in flight."""
         backlog = sum(len(host.pending) for host in self.hosts.values())
+        ordered = sorted(self.latencies)
+        latency = {"p50_ms": round(ordered[len(ordered) // 2] * 1000, 1), "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1),
+                   "samples": len(ordered)} if ordered else None
         return dict(self.stats, active=self.active, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
-                    capacity=round(self.capacity, 2),
+                    capacity=round(self.capacity, 2), analysis_latency=latency,
+                    watched_hosts=sum(self.interest.wants(ANALYSIS_TOPIC_PREFIX + host_id) for host_id in self.hosts),
                     lag_seconds=self.lag_seconds(),
                     dropped=dict(self.mesh.dropped), handler_errors=dict(self.mesh.errors))

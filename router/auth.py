@@ -7,9 +7,11 @@ from twisted.logger import Logger
 
 from components import credentials
 from components.errors import NotAuthenticated
+from router.metering import STATS_URI, count_messages, router_stats
 from router.tuning import disable_nagle_for_rawsocket
 
 disable_nagle_for_rawsocket()
+count_messages()
 
 AUTHENTICATE_URI = "nerve.auth.authenticate"
 AUTHORIZE_URI = "nerve.auth.authorize"
@@ -61,7 +63,7 @@ def authorize_tracker(session, uri, action, options=None):
 
 
 class AuthSession(ApplicationSession):
-    """The router-side session that registers the authenticator procedure."""
+    """The router-side session that registers the authenticator, the tracker authorizer and the router's stats."""
 
     @inlineCallbacks
     def onJoin(self, details):
@@ -70,3 +72,4 @@ class AuthSession(ApplicationSession):
         authenticator = Authenticator(credentials.load_or_create(path))
         yield self.register(authenticator.authenticate, AUTHENTICATE_URI)
         yield self.register(authorize_tracker, AUTHORIZE_URI)
+        yield self.register(router_stats, STATS_URI)

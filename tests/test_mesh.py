@@ -4,10 +4,10 @@ import time
 
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import RegisterOptions
+from autobahn.wamp.types import RegisterOptions, SubscribeOptions
 from twisted.internet import defer
 
-from components.testing import join, measurement, publish_acknowledged, sleep, wait_for_callees, wait_until
+from components.testing import EventLog, join, measurement, publish_acknowledged, sleep, wait_for_callees, wait_until
 
 
 def analyzers_of(events, host_id):
@@ -153,3 +153,22 @@ def test_dashboard_reads_snapshot_schema_and_history(router, orchestrator, dashb
         assert error.error == "nerve.error.invalid_argument" and "host_id" in error.error_message()
     else:
         raise AssertionError("history without host_id did not fail")
+
+
+@pytest_twisted.inlineCallbacks
+def test_analysis_events_are_published_only_for_watched_hosts(router, orchestrator, start, dashboard):
+    yield wait_for_callees(dashboard, "nerve.analyze", 0)
+    start("analyzer", "--authid", "analyzer-watch")
+    yield wait_for_callees(dashboard, "nerve.analyze", 1)
+    before = yield dashboard.call("nerve.stats")
+    watched = EventLog()
+    yield dashboard.subscribe(watched, "nerve.analysis.watched-host", options=SubscribeOptions(details_arg="details"))
+    yield defer.DeferredList([play_host(router, "watched-host", 4, {"cpu": 20.0}),
+                              play_host(router, "unwatched-host", 4, {"cpu": 20.0})])
+    yield wait_until(lambda: len(watched.events) >= 1, timeout=5, message="analysis of the watched host")
+    after = yield dashboard.call("nerve.stats")
+    # the unwatched host was analysed (its level is in the snapshot) but cost the router no analysis event
+    assert after["analysis_unwatched"] - before.get("analysis_unwatched", 0) >= 1
+    snapshot = yield dashboard.call("nerve.snapshot")
+    assert snapshot["hosts"]["unwatched-host"]["level"] == "LOW"
+    assert after["watched_hosts"] >= 1

@@ -4,7 +4,9 @@ import pytest
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, task
 
+from components.analysis import analyze_batch
 from components.config import MeshConfig
+from components.interest import TopicInterest, wildcard_matches
 from components.errors import InvalidArgument, NotFound
 from components.orchestrator import Orchestrator, OrchestratorConfig
 from components.testing import measurement
@@ -151,7 +153,7 @@ def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did
     orchestrator.publish_digest()
     assert orchestrator.mesh.calls == [] and orchestrator.mesh.published == []
     done = orchestrator.hosts["h1"].window[1]
-    orchestrator.follow_analysis({"host_id": "h1", "seq": 2, "ts": done["ts"], "level": "LOW", "metrics": {}})
+    orchestrator.follow_analysed({"hosts": {"h1": [2, done["ts"], "LOW"], "unknown": [1, 1.0, "HIGH"]}})
     assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [3]
     assert orchestrator.snapshot()["hosts"]["h1"]["level"] == "LOW"
 
@@ -162,3 +164,99 @@ def test_a_malformed_analyzer_answer_puts_the_samples_back(orchestrator, clock):
     orchestrator.mesh.calls[0][2].callback({"analyzer": "broken", "hosts": []})
     assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [1]
     assert orchestrator.in_flight_calls == 0 and not orchestrator.hosts["h1"].in_flight
+
+
+def answer_all(orchestrator, respond=analysed):
+    for _, args, pending in orchestrator.mesh.calls:
+        if not pending.called:
+            pending.callback(respond(args[0]))
+
+
+def test_analysis_events_go_only_to_hosts_someone_watches(orchestrator, clock):
+    mesh, interest = orchestrator.mesh, orchestrator.interest
+    interest.loaded = True
+    interest.add({"id": 7, "uri": "nerve.analysis.a", "match": "exact"})
+    for host_id in ("a", "b", "c"):
+        feed(orchestrator, clock, host_id, 1)
+    clock.advance(0.1)
+    answer_all(orchestrator)
+    assert [p["host_id"] for p in mesh.topics("nerve.analysis.")] == ["a"]
+    assert orchestrator.stats["analysis_unwatched"] == 2
+    # the standbys' progress event covers every host, watched or not, in one event per call
+    assert sorted(h for p in mesh.topics("nerve.orchestrator.analysed") for h in p["hosts"]) == ["a", "b", "c"]
+    interest.add({"id": 8, "uri": "nerve.", "match": "prefix"})  # e.g. `nerve listen nerve.`
+    interest.remove(7)
+    for host_id in ("a", "b", "c"):
+        feed(orchestrator, clock, host_id, 2)
+    clock.advance(0.1)
+    answer_all(orchestrator)
+    assert sorted(p["host_id"] for p in mesh.topics("nerve.analysis.") if p["seq"] == 2) == ["a", "b", "c"]
+    assert orchestrator.get_stats()["watched_hosts"] == 3
+    interest.remove(8)
+    assert not interest.wants("nerve.analysis.a") and orchestrator.get_stats()["watched_hosts"] == 0
+
+
+def test_every_analysis_event_is_published_before_subscriptions_are_known_or_when_configured(clock):
+    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), analysis_events="all")
+    orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+    orchestrator.active = True
+    orchestrator.interest.loaded = True
+    feed(orchestrator, clock, "a", 1)
+    clock.advance(0.1)
+    answer_all(orchestrator)
+    assert [p["host_id"] for p in orchestrator.mesh.topics("nerve.analysis.")] == ["a"]
+    assert TopicInterest("nerve.analysis.").wants("nerve.analysis.x")  # not loaded yet: err on delivering
+
+
+@pytest.mark.parametrize("pattern, topic, expected", [
+    ("nerve..a", "nerve.analysis.a", True), ("nerve..a", "nerve.analysis.b", False),
+    ("nerve.analysis.", "nerve.analysis.a", True), ("nerve.", "nerve.analysis.a", False), ("..", "x.y.z", True)])
+def test_wildcard_subscriptions_match_like_the_router(pattern, topic, expected):
+    interest = TopicInterest("nerve.analysis.")
+    interest.loaded = True
+    interest.add({"id": 1, "uri": pattern, "match": "wildcard"})
+    assert wildcard_matches(pattern, topic) is expected
+    assert interest.wants(topic) is expected
+
+
+def test_the_digest_carries_only_what_changed_and_is_sent_every_tick(orchestrator, clock):
+    mesh = orchestrator.mesh
+    for host_id in ("a", "b"):
+        feed(orchestrator, clock, host_id, 1)
+    orchestrator.publish_digest()
+    assert sorted(mesh.topics("nerve.digest")[-1]["hosts"]) == ["a", "b"]
+    orchestrator.publish_digest()
+    assert mesh.topics("nerve.digest")[-1]["hosts"] == {}  # nothing new: an empty keep-alive, not everything again
+    clock.advance(0.5)
+    feed(orchestrator, clock, "b", 2)
+    orchestrator.publish_digest()
+    assert list(mesh.topics("nerve.digest")[-1]["hosts"]) == ["b"]
+    clock.advance(0.1)
+    answer_all(orchestrator, lambda hosts: analysed(hosts, "HIGH"))
+    orchestrator.publish_digest()
+    assert {h: e["level"] for h, e in mesh.topics("nerve.digest")[-1]["hosts"].items()} == {"a": "HIGH", "b": "HIGH"}
+    clock.advance(60)  # both go quiet: the flip to stale is news
+    orchestrator.publish_digest()
+    assert {h: e["stale"] for h, e in mesh.topics("nerve.digest")[-1]["hosts"].items()} == {"a": True, "b": True}
+
+
+def test_compact_analyzer_answers_become_the_same_analysis_events_as_full_ones(orchestrator, clock):
+    def real_analyzer(compact):
+        return lambda hosts: {"analyzer": "x", "hosts": analyze_batch(hosts, compact=compact)}
+
+    orchestrator.interest.loaded = False  # publish everything
+    events = []
+    for compact in (False, True):
+        orchestrator.mesh.published.clear()
+        for seq, cpu in enumerate((10.0, 90.0, 95.0, 97.0)):
+            feed(orchestrator, clock, f"h-{compact:d}", seq, cpu=cpu)
+            clock.advance(0.1)
+            answer_all(orchestrator, real_analyzer(compact))
+            clock.advance(0.9)
+        events.append(orchestrator.mesh.topics("nerve.analysis."))
+    assert [len(e) for e in events] == [4, 4]
+    strip = lambda e: {k: v for k, v in e.items() if k not in ("host_id", "hostname", "ts", "analyzed_at")}  # noqa: E731
+    assert [strip(e) for e in events[0]] == [strip(e) for e in events[1]]
+    assert events[1][-1]["metrics"]["cpu"]["level"] == "HIGH"
+    assert orchestrator.history("h-1")["analysis"]["metrics"] == events[1][-1]["metrics"]
+    assert orchestrator.get_stats()["analysis_latency"]["samples"] == 8
