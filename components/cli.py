@@ -57,6 +57,26 @@ def split_mesh(kwargs):
     return {name: kwargs.pop(name) for name in names}, kwargs
 
 
+# Optional modules autobahn imports when installed that a tracker never uses. The tracker's transports
+# speak msgpack (RawSocket) or msgpack/json (WebSocket) and it authenticates with a ticket.
+TRACKER_UNUSED_MODULES = (
+    "bjdata",  # the UBJSON serializer; it imports NumPy (~16 MB of the tracker's RSS)
+    "autobahn.flatbuffers",  # the FlatBuffers serializer's runtime, which imports NumPy too
+    "argon2", "passlib",  # WAMP-SCRAM authentication (~0.7 MB)
+    # NVX, cffi-compiled UTF-8 validation and masking for large WebSocket frames (~1.3 MB): a tracker sends
+    # one small frame a second (none over RawSocket), so autobahn's pure-Python fallback costs nothing.
+    "_nvx_utf8validator", "_nvx_xormasker",
+)
+
+
+def skip_unused_modules():
+    """Make autobahn skip the optional modules a tracker never uses, as if they were not installed."""
+    for name in TRACKER_UNUSED_MODULES:
+        if name not in sys.modules:  # already loaded in this process: nothing left to save
+            # An import of a name mapped to None raises ImportError, which autobahn treats as "not installed".
+            sys.modules[name] = None
+
+
 def run_or_exit(targets, config, mesh, name):
     """Run the component and exit with its code."""
     from components.runner import run
@@ -133,6 +153,7 @@ def router(port, secrets_file, dev_tls, tls_cert, tls_key):
               show_envvar=True, help="Measurements kept while the router or orchestrator is away (oldest dropped first).")
 def tracker(**kwargs):
     """Measure this machine (or simulate many) and publish nerve.measure.<host_id> every interval."""
+    skip_unused_modules()  # before the imports below load autobahn: a tracker runs on every host, so its memory counts
     from components.runner import Mesh
     from components.tracker import Tracker, TrackerConfig, local_host_id
 
