@@ -47,3 +47,32 @@ class CpuMeter:
 def machine_line():
     """One line saying what machine the figures come from."""
     return f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {sys.version.split()[0]}"
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+DASHBOARD_SCRIPT = """
+import sys, time
+from playwright.sync_api import sync_playwright
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=%r)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(sys.argv[1])
+    time.sleep(float(sys.argv[2]))
+    browser.close()
+""" % (CHROMIUM_FLAGS,)
+
+
+def open_dashboards(url, count, seconds):
+    """Start `count` headless Chromium pages on the dashboard at url for `seconds`; returns their Popen objects."""
+    import subprocess
+
+    return [subprocess.Popen([sys.executable, "-c", DASHBOARD_SCRIPT, url, str(seconds)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+
+
+def router_rates(before, after):
+    """(router messages per second, router worker CPU % of one core) between two nerve.router.stats answers."""
+    wall = after["now"] - before["now"]
+    messages = after["received_total"] + after["sent_total"] - before["received_total"] - before["sent_total"]
+    return messages / wall, (after["cpu_seconds"] - before["cpu_seconds"]) / wall * 100

@@ -8,29 +8,15 @@ the first thing to saturate is visible. Dashboards are real headless Chromium pa
 """
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 
 from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task
 
-from common import CpuMeter, machine_line, percentile  # noqa: E402 (also puts the project on sys.path)
+from common import CpuMeter, machine_line, open_dashboards, percentile  # noqa: E402 (also puts the project on sys.path)
 from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
-DASHBOARD_SCRIPT = """
-import sys, time
-from playwright.sync_api import sync_playwright
-with sync_playwright() as p:
-    browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=%r)
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    page.goto(sys.argv[1])
-    time.sleep(float(sys.argv[2]))
-    browser.close()
-""" % (CHROMIUM_FLAGS,)
 
 
 @defer.inlineCallbacks
@@ -51,9 +37,7 @@ def main(reactor, args):
                 latencies.append(time.time() - analysis["ts"])
 
         yield observer.subscribe(on_analysis, "nerve.analysis.", options=SubscribeOptions(match="prefix"))
-        for _ in range(args.dashboards):
-            dashboards.append(subprocess.Popen([sys.executable, "-c", DASHBOARD_SCRIPT, router.http_url, str(args.seconds + 40)],
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        dashboards.extend(open_dashboards(router.http_url, args.dashboards, args.seconds + 40))
         simulator = ComponentProcess(router, "tracker", "--hosts", str(args.hosts), "--interval", "1")
         processes.append(("simulator", simulator))
         yield sleep(15)  # warm-up: everything joined, windows filling, dashboards loaded

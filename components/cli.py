@@ -191,13 +191,18 @@ def analyzer(thresholds, **kwargs):
 
 @main.command()
 @mesh_options("orchestrator")
-@click.option("--tick", envvar="NERVE_TICK", default=1.0, show_default=True, type=float, show_envvar=True,
-              help="Seconds between digests.")
+@click.option("--tick", envvar="NERVE_TICK", default=0.25, show_default=True, type=float, show_envvar=True,
+              help="Seconds between digests (each carries only the hosts that changed).")
 @click.option("--window", envvar="NERVE_WINDOW", default=300.0, show_default=True, type=float, show_envvar=True,
               help="Seconds of samples kept per host.")
 @click.option("--batch-size", envvar="NERVE_BATCH_SIZE", default=100, show_default=True, type=int, show_envvar=True,
               help="Hosts per nerve.analyze call.")
-def orchestrator(**kwargs):
+@click.option("--analysis-events", envvar="NERVE_ANALYSIS_EVENTS", default="subscribed", show_default=True,
+              type=click.Choice(["subscribed", "all"]), show_envvar=True,
+              help="Publish nerve.analysis.<host> only while someone subscribes to it, or always.")
+@click.option("--analysis-wire", default="compact", show_default=True, type=click.Choice(["compact", "full"]),
+              help="How nerve.analyze answers travel: binary state (compact) or readable lists (full, for debugging).")
+def orchestrator(analysis_wire, **kwargs):
     """Subscribe measurements, farm analysis out to analyzers, publish analysis, alerts and the digest."""
     from components.orchestrator import Orchestrator, OrchestratorConfig
     from components.runner import Mesh
@@ -205,7 +210,8 @@ def orchestrator(**kwargs):
     common, own = split_mesh(kwargs)
     if common["authid"] is None:
         common["authid"] = "orchestrator"
-    config = checked(OrchestratorConfig, mesh=build_mesh_config("orchestrator", **common), **own)
+    config = checked(OrchestratorConfig, mesh=build_mesh_config("orchestrator", **common),
+                     compact_calls=analysis_wire == "compact", **own)
     mesh = Mesh(config)
     run_or_exit([Orchestrator(config, mesh)], config, mesh, "orchestrator")
 

@@ -132,7 +132,8 @@ class Orchestrator:
         self.active = False
         self.max_window = int(config.window / 0.05) + 1
         self.interest = TopicInterest(ANALYSIS_TOPIC_PREFIX)
-        self.latencies = deque(maxlen=LATENCY_SAMPLES)
+        self.latencies = deque(maxlen=LATENCY_SAMPLES)  # seconds from a measurement's ts to its analysis
+        self.call_times = deque(maxlen=LATENCY_SAMPLES)  # seconds per nerve.analyze round trip
 
     # -- input -------------------------------------------------------------------------
     @on(MEASURE_TOPIC_PREFIX, match="prefix")
@@ -218,6 +219,7 @@ class Orchestrator:
         self.no_analyzer_logged = False
         analyzer = result.get("analyzer")
         now = self.clock()
+        self.call_times.append(now - sent_at)
         self.stats["analysed"] += sum(len(samples) for _, samples in work)
         done = {}
         for (host, samples), analysed in zip(work, results):
@@ -443,11 +445,18 @@ class Orchestrator:
     def get_stats(self):
         """Counters: received, analysed, duplicates, gaps, dropped per publisher, backlog and calls in flight."""
         backlog = sum(len(host.pending) for host in self.hosts.values())
-        ordered = sorted(self.latencies)
-        latency = {"p50_ms": round(ordered[len(ordered) // 2] * 1000, 1), "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1),
-                   "samples": len(ordered)} if ordered else None
         return dict(self.stats, active=self.active, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
-                    capacity=round(self.capacity, 2), analysis_latency=latency,
+                    capacity=round(self.capacity, 2), analysis_latency=_percentiles_ms(self.latencies),
+                    call_time=_percentiles_ms(self.call_times),
                     watched_hosts=sum(self.interest.wants(ANALYSIS_TOPIC_PREFIX + host_id) for host_id in self.hosts),
                     lag_seconds=self.lag_seconds(),
                     dropped=dict(self.mesh.dropped), handler_errors=dict(self.mesh.errors))
+
+
+def _percentiles_ms(seconds):
+    """{p50_ms, p99_ms, samples} of a collection of durations in seconds, or None when empty."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return None
+    return {"p50_ms": round(ordered[len(ordered) // 2] * 1000, 1), "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1),
+            "samples": len(ordered)}

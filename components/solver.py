@@ -12,7 +12,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, reactor, task
 from twisted.logger import Logger

@@ -1,0 +1,202 @@
+"""Ceiling vs pipeline, in one run: how close the full mesh gets to what the router alone can route.
+
+    .venv/bin/python bench/pipeline_bench.py [--hosts 500,1000,1500,2000,3000] [--seconds 20] [--dashboards 2]
+        [--variant NAME=ORCHESTRATOR_ARGS ...]
+
+1. Ceiling: through one router started with the project's config, one publisher floods ~80-byte
+   events to one subscriber (RawSocket + msgpack, as backend components connect); first with a
+   static prefix permission (the simulator role), then as a tracker, whose every publish the
+   router checks with the per-host authorizer. Router messages per second (received + sent, from
+   the router's own counters, nerve.router.stats) and the router worker's CPU.
+2. Pipeline: an orchestrator, `--analyzers` analyzers and `--dashboards` headless Chromium pages
+   on the overview; then a simulator of H hosts at 1 Hz for each H of `--hosts`, `--seconds` each
+   after an 8 s warm-up, until p99 measurement-to-analysis exceeds 1 s, a measurement is lost or
+   a backlog remains. Per step: loss (sequence gaps the orchestrator counted), measurement-to-
+   analysis p50/p99 (the orchestrator's own figure over its last 10,000 results: measurement ts to
+   result), the same latency seen by a subscriber of 20 hosts' analysis events (as open host
+   details), router messages/s and CPU, and the CPU of every process.
+Each `--variant` (default: one, the defaults) runs the whole ladder with its own orchestrator
+arguments, so optimisations are compared in one run, e.g. `--variant "before=--analysis-events all
+--analysis-wire full --tick 1"`. The summary gives hosts sustained and the ratio of the router's
+message rate at that load to the ceiling.
+"""
+
+import argparse
+import tempfile
+import time
+
+from twisted.internet import defer, task
+
+from common import CpuMeter, machine_line, open_dashboards, percentile, router_rates  # noqa: E402 (puts the project on sys.path)
+from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
+
+PROBES = 20
+WARM_UP = 8.0
+
+
+@defer.inlineCallbacks
+def ceiling(router, observer, role, authid, events):
+    """(delivered events/s, router messages/s, router CPU %) for one publisher flooding one subscriber."""
+    publisher = yield join(router.rawsocket_url, role, authid, router.ticket(role, authid), serializers=("msgpack",))
+    subscriber = yield join(router.rawsocket_url, "orchestrator", f"{authid}-sub", router.ticket("orchestrator", f"{authid}-sub"),
+                            serializers=("msgpack",))
+    received, done = [0], defer.Deferred()
+
+    def on_event(*args, **kwargs):
+        received[0] += 1
+        if received[0] == events:
+            done.callback(time.monotonic())
+
+    topic = f"nerve.measure.{authid}"
+    yield subscriber.subscribe(on_event, topic)
+    before = yield observer.call("nerve.router.stats")
+    started = time.monotonic()
+    payload = {"host": authid, "ts": 0.0, "cpu": 12.5, "mem": 40.1, "seq": 0}
+    for seq in range(events):
+        payload["seq"] = seq
+        publisher.publish(topic, payload)
+        if seq % 500 == 0:
+            yield sleep(0)  # let the reactor write and read
+    finished = yield done
+    after = yield observer.call("nerve.router.stats")
+    yield publisher.leave()
+    yield subscriber.leave()
+    messages, cpu = router_rates(before, after)
+    return events / (finished - started), messages, cpu
+
+
+@defer.inlineCallbacks
+def pipeline_step(router, observer, processes, hosts, seconds):
+    """Run H simulated hosts; returns the step's figures."""
+    latencies = []
+    probes = [f"sim-{index:04d}" for index in range(0, hosts, max(1, hosts // PROBES))][:PROBES]
+    recording = [False]
+
+    def on_analysis(analysis):
+        if recording[0]:
+            latencies.append(time.time() - analysis["ts"])
+
+    subscriptions = []
+    for host_id in probes:
+        subscription = yield observer.subscribe(on_analysis, f"nerve.analysis.{host_id}")
+        subscriptions.append(subscription)
+    simulator = ComponentProcess(router, "tracker", "--hosts", str(hosts), "--interval", "1", "--authid", f"sim-{hosts}")
+    try:
+        yield sleep(WARM_UP)
+        meters = [CpuMeter("router", router.process.pid)] + [CpuMeter(name, p.pid) for name, p in processes]
+        meters.append(CpuMeter("simulator", simulator.process.pid))
+        for meter in meters:
+            meter.begin()
+        stats_before = yield observer.call("nerve.stats")
+        router_before = yield observer.call("nerve.router.stats")
+        recording[0] = True
+        yield sleep(seconds)
+        recording[0] = False
+        router_after = yield observer.call("nerve.router.stats")
+        stats_after = yield observer.call("nerve.stats")
+        usage = {meter.name: meter.end() for meter in meters}
+    finally:
+        simulator.stop()
+        for subscription in subscriptions:
+            yield subscription.unsubscribe()
+    messages, router_cpu = router_rates(router_before, router_after)
+    latency = stats_after.get("analysis_latency") or {}
+    return {"hosts": hosts, "received": stats_after["received"] - stats_before["received"],
+            "lost": stats_after.get("gaps", 0) - stats_before.get("gaps", 0), "lag": stats_after.get("lag_seconds", 0.0),
+            "p50": latency.get("p50_ms", float("nan")), "p99": latency.get("p99_ms", float("nan")),
+            "probe_p50": percentile(latencies, 0.5) * 1000, "probe_p99": percentile(latencies, 0.99) * 1000,
+            "messages": messages, "router_cpu": router_cpu, "usage": usage,
+            "per_host": messages / hosts}
+
+
+@defer.inlineCallbacks
+def run_variant(router, observer, name, orchestrator_args, args):
+    """The host ladder with one orchestrator configuration; returns the steps."""
+    processes = [("orchestrator", ComponentProcess(router, "orchestrator", *orchestrator_args))]
+    processes += [(f"analyzer-{k + 1}", ComponentProcess(router, "analyzer", "--authid", f"{name}-analyzer-{k + 1}"))
+                  for k in range(args.analyzers)]
+    steps = []
+    try:
+        yield wait_for_callees(observer, "nerve.analyze", args.analyzers)
+        yield sleep(2)
+        for hosts in args.hosts:
+            step = yield pipeline_step(router, observer, [(n, p.process) for n, p in processes], hosts, args.seconds)
+            steps.append(step)
+            print(f"  [{name}] {hosts} hosts: lost {step['lost']}, p99 {step['p99']:.0f} ms, lag {step['lag']} s, "
+                  f"router {step['messages']:,.0f} msg/s", flush=True)
+            if step["lost"] or step["p99"] > 1000 or step["lag"] > 2:
+                break
+            yield sleep(3)  # the previous simulator's hosts go stale; let the digest settle
+    finally:
+        for _, process in processes:
+            process.stop()
+    return steps
+
+
+@defer.inlineCallbacks
+def main(reactor, args):
+    router = RouterProcess(tempfile.mkdtemp(prefix="nerve-pipeline-")).start()
+    dashboards = []
+    results = {}
+    try:
+        observer = yield join(router.rawsocket_url, "operator", "pipeline-observer",
+                              router.ticket("operator", "pipeline-observer"), serializers=("msgpack",))
+        static = yield ceiling(router, observer, "simulator", "sim-ceiling", args.events)
+        per_host_auth = yield ceiling(router, observer, "tracker", "ceiling-host", args.events)
+        dashboards = open_dashboards(router.http_url, args.dashboards, 24 * 3600)
+        yield sleep(5)
+        for name, orchestrator_args in args.variant:
+            results[name] = yield run_variant(router, observer, name, orchestrator_args, args)
+        yield observer.leave()
+    finally:
+        for dashboard in dashboards:
+            dashboard.terminate()
+        router.stop()
+
+    print(f"{machine_line()}; {args.analyzers} analyzers, {args.dashboards} Chromium dashboards, {args.seconds} s per step")
+    print(f"ceiling, static permission:  {static[0]:,.0f} events/s delivered, {static[1]:,.0f} router msg/s, "
+          f"router worker {static[2]:.0f} % CPU")
+    print(f"ceiling, tracker authorizer: {per_host_auth[0]:,.0f} events/s delivered, {per_host_auth[1]:,.0f} router msg/s, "
+          f"router worker {per_host_auth[2]:.0f} % CPU")
+    header = (f"{'variant':<10} {'hosts':>6} {'recv/s':>7} {'lost':>5} {'p50 ms':>7} {'p99 ms':>7} {'probe p50':>9} "
+              f"{'probe p99':>9} {'lag s':>6} {'router msg/s':>12} {'msg/host/s':>10} {'vs ceiling':>10} {'router CPU':>10}  busiest")
+    print(header)
+    summary = []
+    for name, steps in results.items():
+        sustained = None
+        for step in steps:
+            others = sorted(((n, u[0]) for n, u in step["usage"].items() if n != "router"), key=lambda item: -item[1])
+            print(f"{name:<10} {step['hosts']:>6} {step['received'] / args.seconds:>7.0f} {step['lost']:>5} {step['p50']:>7.0f} "
+                  f"{step['p99']:>7.0f} {step['probe_p50']:>9.0f} {step['probe_p99']:>9.0f} {step['lag']:>6.1f} "
+                  f"{step['messages']:>12,.0f} {step['per_host']:>10.2f} {step['messages'] / static[1]:>10.0%} "
+                  f"{step['router_cpu']:>9.0f}%  " + ", ".join(f"{n} {c:.0f}%" for n, c in others[:3]))
+            if not step["lost"] and step["p99"] <= 1000 and step["lag"] <= 2:
+                sustained = step
+        if sustained:
+            summary.append(f"{name}: {sustained['hosts']} hosts sustained (p99 {sustained['p99']:.0f} ms, loss 0), router "
+                           f"{sustained['messages']:,.0f} msg/s = {sustained['messages'] / static[1]:.0%} of the ceiling "
+                           f"{static[1]:,.0f} msg/s, {sustained['per_host']:.2f} msg per host per s")
+        else:
+            summary.append(f"{name}: no step sustained")
+    print("summary: " + "; ".join(summary))
+
+
+def parse_variant(text):
+    """NAME=ARGS -> (name, [args])."""
+    name, _, rest = text.partition("=")
+    if not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=ORCHESTRATOR_ARGS, got {text!r}")
+    return name, rest.split()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=lambda text: [int(h) for h in text.split(",")], default=[500, 1000, 1500, 2000, 3000])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--events", type=int, default=30000, help="events per ceiling flood")
+    parser.add_argument("--analyzers", type=int, default=2)
+    parser.add_argument("--dashboards", type=int, default=2)
+    parser.add_argument("--variant", type=parse_variant, action="append", help="NAME=ORCHESTRATOR_ARGS (repeatable)")
+    parsed = parser.parse_args()
+    parsed.variant = parsed.variant or [("default", [])]
+    task.react(main, (parsed,))
