@@ -1,7 +1,7 @@
 """Ceiling vs pipeline, in one run: how close the full mesh gets to what the router alone can route.
 
     .venv/bin/python bench/pipeline_bench.py [--hosts 500,1000,1500,2000,3000] [--seconds 20] [--dashboards 2]
-        [--variant NAME=ORCHESTRATOR_ARGS ...]
+        [--variant NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS] ...]
 
 1. Ceiling: through one router started with the project's config, one publisher floods ~80-byte
    events to one subscriber (RawSocket + msgpack, as backend components connect); first with a
@@ -16,8 +16,8 @@
    result), the same latency seen by a subscriber of 20 hosts' analysis events (as open host
    details), router messages/s and CPU, and the CPU of every process.
 Each `--variant` (default: one, the defaults) runs the whole ladder with its own orchestrator
-arguments, so optimisations are compared in one run, e.g. `--variant "before=--analysis-events all
---analysis-wire full --tick 1"`. The summary gives hosts sustained and the ratio of the router's
+and simulator arguments, so optimisations are compared in one run, e.g. `--variant "before=
+--analysis-events all --analysis-wire full --tick 1 // --aligned"`. The summary gives hosts sustained and the ratio of the router's
 message rate at that load to the ceiling.
 """
 
@@ -66,7 +66,7 @@ def ceiling(router, observer, role, authid, events):
 
 
 @defer.inlineCallbacks
-def pipeline_step(router, observer, processes, hosts, seconds):
+def pipeline_step(router, observer, processes, hosts, seconds, simulator_args):
     """Run H simulated hosts; returns the step's figures."""
     latencies = []
     probes = [f"sim-{index:04d}" for index in range(0, hosts, max(1, hosts // PROBES))][:PROBES]
@@ -80,7 +80,8 @@ def pipeline_step(router, observer, processes, hosts, seconds):
     for host_id in probes:
         subscription = yield observer.subscribe(on_analysis, f"nerve.analysis.{host_id}")
         subscriptions.append(subscription)
-    simulator = ComponentProcess(router, "tracker", "--hosts", str(hosts), "--interval", "1", "--authid", f"sim-{hosts}")
+    simulator = ComponentProcess(router, "tracker", "--hosts", str(hosts), "--interval", "1", "--authid", f"sim-{hosts}",
+                                 *simulator_args)
     try:
         yield sleep(WARM_UP)
         meters = [CpuMeter("router", router.process.pid)] + [CpuMeter(name, p.pid) for name, p in processes]
@@ -110,7 +111,7 @@ def pipeline_step(router, observer, processes, hosts, seconds):
 
 
 @defer.inlineCallbacks
-def run_variant(router, observer, name, orchestrator_args, args):
+def run_variant(router, observer, name, orchestrator_args, simulator_args, args):
     """The host ladder with one orchestrator configuration; returns the steps."""
     processes = [("orchestrator", ComponentProcess(router, "orchestrator", *orchestrator_args))]
     processes += [(f"analyzer-{k + 1}", ComponentProcess(router, "analyzer", "--authid", f"{name}-analyzer-{k + 1}"))
@@ -120,7 +121,8 @@ def run_variant(router, observer, name, orchestrator_args, args):
         yield wait_for_callees(observer, "nerve.analyze", args.analyzers)
         yield sleep(2)
         for hosts in args.hosts:
-            step = yield pipeline_step(router, observer, [(n, p.process) for n, p in processes], hosts, args.seconds)
+            step = yield pipeline_step(router, observer, [(n, p.process) for n, p in processes], hosts, args.seconds,
+                                       simulator_args)
             steps.append(step)
             print(f"  [{name}] {hosts} hosts: lost {step['lost']}, p99 {step['p99']:.0f} ms, lag {step['lag']} s, "
                   f"router {step['messages']:,.0f} msg/s", flush=True)
@@ -145,8 +147,8 @@ def main(reactor, args):
         per_host_auth = yield ceiling(router, observer, "tracker", "ceiling-host", args.events)
         dashboards = open_dashboards(router.http_url, args.dashboards, 24 * 3600)
         yield sleep(5)
-        for name, orchestrator_args in args.variant:
-            results[name] = yield run_variant(router, observer, name, orchestrator_args, args)
+        for name, orchestrator_args, simulator_args in args.variant:
+            results[name] = yield run_variant(router, observer, name, orchestrator_args, simulator_args, args)
         yield observer.leave()
     finally:
         for dashboard in dashboards:
@@ -182,11 +184,12 @@ def main(reactor, args):
 
 
 def parse_variant(text):
-    """NAME=ARGS -> (name, [args])."""
+    """NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS] -> (name, [orchestrator args], [simulator args])."""
     name, _, rest = text.partition("=")
     if not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=ORCHESTRATOR_ARGS, got {text!r}")
-    return name, rest.split()
+        raise argparse.ArgumentTypeError(f"expected NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS], got {text!r}")
+    orchestrator_args, _, simulator_args = rest.partition("//")
+    return name, orchestrator_args.split(), simulator_args.split()
 
 
 if __name__ == "__main__":
@@ -196,7 +199,8 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=30000, help="events per ceiling flood")
     parser.add_argument("--analyzers", type=int, default=2)
     parser.add_argument("--dashboards", type=int, default=2)
-    parser.add_argument("--variant", type=parse_variant, action="append", help="NAME=ORCHESTRATOR_ARGS (repeatable)")
+    parser.add_argument("--variant", type=parse_variant, action="append",
+                        help="NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS] (repeatable)")
     parsed = parser.parse_args()
-    parsed.variant = parsed.variant or [("default", [])]
+    parsed.variant = parsed.variant or [("default", [], [])]
     task.react(main, (parsed,))

@@ -149,6 +149,8 @@ def router(port, secrets_file, dev_tls, tls_cert, tls_key):
 @click.option("--hosts", envvar="NERVE_HOSTS", default=0, show_default=True, type=click.IntRange(0, 100000), show_envvar=True,
               help="Simulate this many hosts (sim-0000 ...) instead of measuring this machine.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the simulation.")
+@click.option("--aligned", is_flag=True, help="Simulated hosts all measure at the same instant (a worst-case burst) "
+                                              "instead of spread over the interval like independent machines.")
 @click.option("--buffer-seconds", envvar="NERVE_BUFFER_SECONDS", default=600.0, show_default=True, type=float,
               show_envvar=True, help="Measurements kept while the router or orchestrator is away (oldest dropped first).")
 def tracker(**kwargs):

@@ -134,6 +134,7 @@ class Orchestrator:
         self.interest = TopicInterest(ANALYSIS_TOPIC_PREFIX)
         self.latencies = deque(maxlen=LATENCY_SAMPLES)  # seconds from a measurement's ts to its analysis
         self.call_times = deque(maxlen=LATENCY_SAMPLES)  # seconds per nerve.analyze round trip
+        self.arrivals = deque(maxlen=LATENCY_SAMPLES)  # seconds from a measurement's ts to its arrival here
 
     # -- input -------------------------------------------------------------------------
     @on(MEASURE_TOPIC_PREFIX, match="prefix")
@@ -165,6 +166,7 @@ class Orchestrator:
                 del host.pending[0]
                 self.stats["coalesced"] += 1
         self.stats["received"] += 1
+        self.arrivals.append(now - event["ts"])
         self._schedule_dispatch(self.config.batch_delay)
 
     # -- dispatch ----------------------------------------------------------------------
@@ -447,7 +449,7 @@ class Orchestrator:
         backlog = sum(len(host.pending) for host in self.hosts.values())
         return dict(self.stats, active=self.active, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
                     capacity=round(self.capacity, 2), analysis_latency=_percentiles_ms(self.latencies),
-                    call_time=_percentiles_ms(self.call_times),
+                    call_time=_percentiles_ms(self.call_times), arrival_latency=_percentiles_ms(self.arrivals),
                     watched_hosts=sum(self.interest.wants(ANALYSIS_TOPIC_PREFIX + host_id) for host_id in self.hosts),
                     lag_seconds=self.lag_seconds(),
                     dropped=dict(self.mesh.dropped), handler_errors=dict(self.mesh.errors))

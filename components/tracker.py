@@ -22,6 +22,7 @@ from components.measure import HOST_ID_PATTERN, MEASURE_TOPIC_PREFIX, measure_to
 
 log = Logger(namespace="nerve.tracker")
 MAX_UNACKED = 2000
+SPREAD_SLOTS = 20  # simulated hosts measure in this many groups per interval, as independent machines would
 REFUSALS = ("wamp.error.not_authorized", "wamp.error.invalid_uri", "wamp.error.invalid_argument")
 
 
@@ -35,6 +36,12 @@ class TrackerConfig:
     hosts: int = 0
     seed: int = 0
     buffer_seconds: float = 600.0
+    aligned: bool = False
+
+    @property
+    def slots(self):
+        """Groups per interval: simulated hosts spread over the interval, unless aligned (a worst-case burst)."""
+        return 1 if self.aligned or not self.hosts else min(self.hosts, SPREAD_SLOTS)
 
     def __post_init__(self):
         if self.buffer_seconds < 0:
@@ -143,6 +150,7 @@ class Tracker:
         self.mesh = mesh
         self.run_id = uuid.uuid4().hex[:12]
         self.seq = 0
+        self.slot = 0
         self.hostname = socket.gethostname()
         if config.hosts:
             simulated = SimulatedHosts(config.hosts, seed=config.seed)
@@ -157,16 +165,19 @@ class Tracker:
         self.listened = False
         self.stats = Counter()
 
-    def measurements(self, now):
-        """The events of one round, one per host."""
-        self.seq += 1
+    def measurements(self, now, slot=0):
+        """The events of one slot of a round (every host when there is one slot), one per host."""
+        if slot == 0:
+            self.seq += 1
         return [{"host_id": host_id, "hostname": hostname, "run": self.run_id, "seq": self.seq, "ts": round(now, 3),
-                 "interval": self.config.interval, "metrics": read(now)} for host_id, hostname, read in self.sources]
+                 "interval": self.config.interval, "metrics": read(now)}
+                for host_id, hostname, read in self.sources[slot::self.config.slots]]
 
-    @every(lambda config: config.interval, offline=True)
+    @every(lambda config: config.interval / config.slots, offline=True)
     def measure_round(self):
-        """Measure every host, joined or not, and send what the buffer holds."""
-        self.buffer.extend(self.measurements(time.time()))
+        """Measure the next slot's hosts, joined or not, and send what the buffer holds."""
+        slot, self.slot = self.slot, (self.slot + 1) % self.config.slots
+        self.buffer.extend(self.measurements(time.time(), slot))
         self._trim()
         self.flush()
 

@@ -77,3 +77,22 @@ def test_simulated_hosts_are_plausible_and_valid():
 def test_every_family_declares_label_and_unit():
     assert all({"label", "unit", "min"} <= set(spec) for spec in MEASURE_SCHEMA.values())
     assert family_of("disk_used.var_lib") == "disk_used" and mount_name("/var/lib") == "var_lib" and mount_name("/") == "root"
+
+
+def test_simulated_hosts_spread_over_the_interval_each_once_per_round():
+    from components.config import MeshConfig
+    from components.tracker import SPREAD_SLOTS, Tracker, TrackerConfig
+
+    config = TrackerConfig(mesh=MeshConfig(role="simulator"), hosts=50)
+    tracker = Tracker(config, mesh=None)
+    assert config.slots == SPREAD_SLOTS
+    rounds = [tracker.measurements(1000.0 + slot * 0.05, slot) for slot in range(config.slots)]
+    assert max(map(len, rounds)) - min(map(len, rounds)) <= 1  # groups of equal size
+    measured = [event["host_id"] for group in rounds for event in group]
+    assert sorted(measured) == sorted(tracker_host for tracker_host, _, _ in tracker.sources)  # each host once
+    assert {event["seq"] for group in rounds for event in group} == {1}
+    assert len({group[0]["ts"] for group in rounds}) == config.slots  # at their own phase, not in one burst
+    assert tracker.measurements(1001.0, 0)[0]["seq"] == 2
+    aligned = TrackerConfig(mesh=MeshConfig(role="simulator"), hosts=50, aligned=True)
+    assert aligned.slots == 1 and len(Tracker(aligned, mesh=None).measurements(1000.0)) == 50
+    assert TrackerConfig(mesh=MeshConfig(role="tracker")).slots == 1
