@@ -51,7 +51,7 @@ class OrchestratorConfig:
     tick: float = 0.25
     window: float = 300.0
     batch_size: int = 100
-    batch_delay: float = 0.05
+    batch_delay: float = 0.02
     max_in_flight: int = 16
     max_pending: int = 600
     call_timeout: float = 30.0
