@@ -1,6 +1,6 @@
 """Dashboard benchmark in headless Chromium against a real router and mesh it starts itself.
 
-    .venv/bin/python bench/dashboard_bench.py [--hosts 500] [--probes 60] [--busy-seconds 20]
+    .venv/bin/python bench/dashboard_bench.py [--hosts 0,99,499] [--probes 60] [--busy-seconds 20]
 
 Measures, with `--hosts` simulated hosts publishing every second:
   * latency from a tracker's publish to the DOM update: the overview tile (via nerve.digest, one per
@@ -92,18 +92,29 @@ def main_thread_busy(page, seconds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", type=int, default=500, help="simulated hosts (default 500)")
+    parser.add_argument("--hosts", type=lambda text: [int(h) for h in text.split(",")], default=[0, 99, 499],
+                        help="simulated hosts besides the probe host, one run per count (default 0,99,499: 1, 100, 500 hosts)")
     parser.add_argument("--probes", type=int, default=60, help="probe measurements for the latency (default 60)")
     parser.add_argument("--loads", type=int, default=5, help="page loads to time (default 5)")
     parser.add_argument("--busy-seconds", type=float, default=20.0, help="window for main-thread time (default 20 s)")
-    parser.add_argument("--tick", type=float, default=1.0, help="orchestrator digest tick in s (default 1.0, its default)")
+    parser.add_argument("--tick", type=float, default=0.25, help="orchestrator digest tick in s (default 0.25, its default)")
     args = parser.parse_args()
     if not 1 <= args.probes <= 88:
         parser.error("--probes must be between 1 and 88 (probe values must not repeat)")
+    threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True).start()
+    summaries = []
+    try:
+        for hosts in args.hosts:
+            summaries.append(run(args, hosts))
+    finally:
+        reactor.callFromThread(reactor.stop)
+    print("summary: " + "; ".join(summaries))
 
+
+def run(args, hosts):
+    """Every measure with `hosts` simulated hosts and the probe; prints the table and returns a summary fragment."""
     from playwright.sync_api import sync_playwright
 
-    threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True).start()
     workdir = Path(tempfile.mkdtemp(prefix="nerve-dashboard-bench-"))
     router = RouterProcess(workdir).start()
     processes = []
@@ -111,11 +122,12 @@ def main():
     try:
         processes += [ComponentProcess(router, "orchestrator", "--tick", str(args.tick)),
                       ComponentProcess(router, "analyzer", "--authid", "bench-a1"),
-                      ComponentProcess(router, "analyzer", "--authid", "bench-a2"),
-                      ComponentProcess(router, "tracker", "--hosts", str(args.hosts), "--interval", "1")]
+                      ComponentProcess(router, "analyzer", "--authid", "bench-a2")]
+        if hosts:
+            processes.append(ComponentProcess(router, "tracker", "--hosts", str(hosts), "--interval", "1"))
         watcher = wamp(join, router.websocket_url)
         tracker = wamp(join, router.rawsocket_url, "tracker", PROBE, router.ticket("tracker", PROBE))
-        print(f"router on :{router.port}; waiting for {args.hosts} simulated hosts ...", file=sys.stderr)
+        print(f"router on :{router.port}; waiting for {hosts} simulated hosts ...", file=sys.stderr)
         deadline = time.monotonic() + 60
         seq = 0
 
@@ -133,7 +145,7 @@ def main():
                 known = len(wamp(watcher.call, "nerve.snapshot")["hosts"])
             except ApplicationError:  # the orchestrator has not registered yet
                 known = 0
-            if known >= args.hosts + 1:
+            if known >= hosts + 1:
                 break
             if time.monotonic() > deadline:
                 raise SystemExit(f"only {known} hosts reported within 60 s")
@@ -151,10 +163,10 @@ def main():
                 page.goto(router.http_url)
                 page.wait_for_function("(n) => window.nerve && window.nerve.overview.firstFullOverviewMs !== null"
                                        " && document.querySelectorAll('#tiles li').length >= n",
-                                       arg=args.hosts + 1, timeout=30000)
+                                       arg=hosts + 1, timeout=30000)
                 loads.append(page.evaluate("() => window.nerve.overview.firstFullOverviewMs"))
                 context.close()
-            rows.append(("page load → full overview", f"{args.hosts + 1} tiles",
+            rows.append(("page load → full overview", f"{hosts + 1} tiles",
                          f"median {statistics.median(loads):.0f} ms", f"min {min(loads):.0f} / max {max(loads):.0f} ms",
                          f"n={len(loads)}"))
 
@@ -214,7 +226,7 @@ def main():
             time.sleep(2)
             busy_detail = main_thread_busy(overview, args.busy_seconds)
             for name, busy in (("main thread, overview", busy_overview), ("main thread, host detail", busy_detail)):
-                rows.append((name, f"{args.hosts + 1} hosts live", f"{busy['TaskDuration']:.0f} ms/s",
+                rows.append((name, f"{hosts + 1} hosts live", f"{busy['TaskDuration']:.0f} ms/s",
                              f"script {busy['ScriptDuration']:.0f}, style {busy['RecalcStyleDuration']:.0f}, "
                              f"layout {busy['LayoutDuration']:.0f} ms/s", f"{args.busy_seconds:.0f} s"))
             rows.append(("long tasks (>50 ms), overview", "5 s window", f"{len(long_tasks)}",
@@ -222,19 +234,18 @@ def main():
             browser.close()
 
         widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
-        print()
+        print(f"\n{hosts + 1} hosts (probe + {hosts} simulated)")
         print("  ".join(title.ljust(width) for title, width in zip(("measure", "path", "value", "detail", "n"), widths)))
         for row in rows:
             print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
-        print(f"summary: {args.hosts} hosts, tick {args.tick:g} s: publish→tile p50 {percentile(on_overview, 0.5):.0f} ms "
-              f"p99 {percentile(on_overview, 0.99):.0f} ms; publish→detail p50 {percentile(on_detail, 0.5):.0f} ms "
-              f"p99 {percentile(on_detail, 0.99):.0f} ms; load→full overview {statistics.median(loads):.0f} ms; "
-              f"main thread {busy_overview['TaskDuration']:.0f} ms/s (overview), {busy_detail['TaskDuration']:.0f} ms/s (detail)")
+        return (f"{hosts + 1} hosts, tick {args.tick:g} s: publish→tile p50 {percentile(on_overview, 0.5):.0f} ms "
+                f"p99 {percentile(on_overview, 0.99):.0f} ms, publish→detail p50 {percentile(on_detail, 0.5):.0f} ms "
+                f"p99 {percentile(on_detail, 0.99):.0f} ms, load→full overview {statistics.median(loads):.0f} ms, "
+                f"main thread {busy_overview['TaskDuration']:.0f} ms/s (overview), {busy_detail['TaskDuration']:.0f} ms/s (detail)")
     finally:
         for process in processes:
             process.stop()
         router.stop()
-        reactor.callFromThread(reactor.stop)
 
 
 if __name__ == "__main__":
