@@ -48,6 +48,10 @@ bench: setup web
 	$(PY) bench/transport_bench.py
 	$(PY) bench/load_bench.py
 	$(PY) bench/dashboard_bench.py
+	$(PY) bench/pipeline_bench.py
+	$(PY) bench/fanout_bench.py
+	$(PY) bench/analyzer_bench.py
+	$(PY) bench/tracker_bench.py
 	$(PY) bench/tsp_bench.py
 
 clean:
