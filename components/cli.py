@@ -29,6 +29,8 @@ def mesh_options(role):
                          type=click.Choice(LOG_LEVELS)),
             click.option("--ca-file", envvar="NERVE_CA_FILE", default=None, show_envvar=True, type=click.Path(dir_okay=False),
                          help="CA certificate to verify a wss:// or rss:// router with (e.g. .crossbar/tls/ca.pem)."),
+            click.option("--tcp-nodelay/--no-tcp-nodelay", envvar="NERVE_TCP_NODELAY", default=True, show_default=True,
+                         show_envvar=True, help="Send each message at once (off: Nagle's algorithm, for comparison)."),
         ]
         for option in reversed(options):
             command = option(command)
@@ -37,10 +39,10 @@ def mesh_options(role):
     return decorate
 
 
-def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file):
+def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, tcp_nodelay=True):
     """The MeshConfig from the common options; a bad value is a usage error (exit 2)."""
     return checked(MeshConfig, role=role, router=router, realm=realm, authid=authid, ticket=ticket,
-                   secrets_file=secrets_file, log_level=log_level, ca_file=ca_file)
+                   secrets_file=secrets_file, log_level=log_level, ca_file=ca_file, tcp_nodelay=tcp_nodelay)
 
 
 def checked(factory, **values):
@@ -53,7 +55,7 @@ def checked(factory, **values):
 
 def split_mesh(kwargs):
     """Separate the common mesh options from a command's own options."""
-    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level", "ca_file")
+    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level", "ca_file", "tcp_nodelay")
     return {name: kwargs.pop(name) for name in names}, kwargs
 
 

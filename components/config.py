@@ -39,6 +39,7 @@ class MeshConfig:
     secrets_file: Optional[Path] = None
     log_level: str = "info"
     ca_file: Optional[Path] = None
+    tcp_nodelay: bool = True
 
     def __post_init__(self):
         parsed = urlparse(self.router)

@@ -218,7 +218,8 @@ class Binder:
     def on_join(self, session, details):
         """Subscribe, register and start timers for every binding."""
         self.mesh.session = session
-        disable_nagle(session)
+        if self.mesh.config.mesh.tcp_nodelay:
+            disable_nagle(session)
         for func, binding in self.bindings:
             try:
                 yield self._bind(session, func, binding)

@@ -8,7 +8,7 @@ from twisted.logger import Logger
 from components import credentials
 from components.errors import NotAuthenticated
 from router.metering import STATS_URI, count_messages, router_stats
-from router.tuning import disable_nagle_for_rawsocket
+from router.tuning import disable_nagle_for_rawsocket, settings
 
 disable_nagle_for_rawsocket()
 count_messages()
@@ -68,7 +68,9 @@ class AuthSession(ApplicationSession):
     @inlineCallbacks
     def onJoin(self, details):
         """Load (or create) the secrets and register the authenticator."""
-        path = credentials.secrets_path(self.config.extra.get("secrets_file") if self.config.extra else None)
+        extra = self.config.extra or {}
+        settings["tcp_nodelay"] = extra.get("tcp_nodelay", True)
+        path = credentials.secrets_path(extra.get("secrets_file"))
         authenticator = Authenticator(credentials.load_or_create(path))
         yield self.register(authenticator.authenticate, AUTHENTICATE_URI)
         yield self.register(authorize_tracker, AUTHORIZE_URI)
