@@ -335,8 +335,8 @@ class Orchestrator:
     @on_join
     def load_interest(self):
         """Learn who subscribes to analysis events; until then (or if the router refuses) publish them all."""
-        failed = self.interest.load(self.mesh.session)
-        return failed.addErrback(lambda failure: log.warn("cannot read the router's subscriptions ({error}); publishing "
+        loading = self.interest.load(self.mesh.session)
+        return loading.addErrback(lambda failure: log.warn("cannot read the router's subscriptions ({error}); publishing "
                                                          "every analysis event", error=failure.getErrorMessage()))
 
     @on("wamp.subscription.on_create")
