@@ -1,12 +1,15 @@
-"""What the benchmark scripts share: percentiles and per-process CPU/RSS meters."""
+"""What the benchmark scripts share: percentiles, CPU/RSS meters, router rates, dashboards and a flood."""
 
 import os
 import sys
 import time
 
 import psutil
+from twisted.internet import defer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from components.testing import sleep  # noqa: E402
 
 
 def percentile(values, fraction):
@@ -44,6 +47,13 @@ class CpuMeter:
         return cpu, rss
 
 
+def busy_share(before, after):
+    """Share of all cores' time that was busy between two psutil.cpu_times() readings."""
+    idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
+    total = sum(after) - sum(before)
+    return 1 - idle / total if total else float("nan")
+
+
 def machine_line():
     """One line saying what machine the figures come from."""
     return f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {sys.version.split()[0]}"
@@ -76,3 +86,25 @@ def router_rates(before, after):
     wall = after["now"] - before["now"]
     messages = after["received_total"] + after["sent_total"] - before["received_total"] - before["sent_total"]
     return messages / wall, (after["cpu_seconds"] - before["cpu_seconds"]) / wall * 100
+
+
+@defer.inlineCallbacks
+def flood(publisher, subscriber, topic, events):
+    """Delivered events/s when publisher sends `events` ~80-byte events to topic as fast as it can, to subscriber."""
+    received, done = [0], defer.Deferred()
+
+    def on_event(*args, **kwargs):
+        received[0] += 1
+        if received[0] == events:
+            done.callback(time.monotonic())
+
+    yield subscriber.subscribe(on_event, topic)
+    started = time.monotonic()
+    payload = {"host": topic.rsplit(".", 1)[-1], "ts": 0.0, "cpu": 12.5, "mem": 40.1, "seq": 0}
+    for seq in range(events):
+        payload["seq"] = seq
+        publisher.publish(topic, payload)
+        if seq % 500 == 0:
+            yield sleep(0)  # let the reactor write and read
+    finished = yield done
+    return events / (finished - started)

@@ -29,7 +29,7 @@ import psutil
 
 from twisted.internet import defer, task
 
-from common import CpuMeter, machine_line, open_dashboards, percentile, router_rates  # noqa: E402 (puts the project on sys.path)
+from common import CpuMeter, busy_share, flood, machine_line, open_dashboards, percentile, router_rates  # noqa: E402 (puts the project on sys.path)
 from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
 
 PROBES = 20
@@ -42,29 +42,13 @@ def ceiling(router, observer, role, authid, events):
     publisher = yield join(router.rawsocket_url, role, authid, router.ticket(role, authid), serializers=("msgpack",))
     subscriber = yield join(router.rawsocket_url, "orchestrator", f"{authid}-sub", router.ticket("orchestrator", f"{authid}-sub"),
                             serializers=("msgpack",))
-    received, done = [0], defer.Deferred()
-
-    def on_event(*args, **kwargs):
-        received[0] += 1
-        if received[0] == events:
-            done.callback(time.monotonic())
-
-    topic = f"nerve.measure.{authid}"
-    yield subscriber.subscribe(on_event, topic)
     before = yield observer.call("nerve.router.stats")
-    started = time.monotonic()
-    payload = {"host": authid, "ts": 0.0, "cpu": 12.5, "mem": 40.1, "seq": 0}
-    for seq in range(events):
-        payload["seq"] = seq
-        publisher.publish(topic, payload)
-        if seq % 500 == 0:
-            yield sleep(0)  # let the reactor write and read
-    finished = yield done
+    delivered = yield flood(publisher, subscriber, f"nerve.measure.{authid}", events)
     after = yield observer.call("nerve.router.stats")
     yield publisher.leave()
     yield subscriber.leave()
     messages, cpu = router_rates(before, after)
-    return events / (finished - started), messages, cpu
+    return delivered, messages, cpu
 
 
 @defer.inlineCallbacks
@@ -112,13 +96,6 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args):
             "probe_p50": percentile(latencies, 0.5) * 1000, "probe_p99": percentile(latencies, 0.99) * 1000,
             "messages": messages, "router_cpu": router_cpu, "usage": usage,
             "per_host": messages / hosts, "machine_busy": busy_share(machine_before, machine_after)}
-
-
-def busy_share(before, after):
-    """Share of all cores' time that was busy between two psutil.cpu_times() readings."""
-    idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
-    total = sum(after) - sum(before)
-    return 1 - idle / total if total else float("nan")
 
 
 def sustained(step, seconds):

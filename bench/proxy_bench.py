@@ -49,7 +49,7 @@ import time
 
 import psutil
 
-from common import CpuMeter, machine_line  # noqa: E402 (puts the project on sys.path)
+from common import CpuMeter, busy_share, machine_line  # noqa: E402 (puts the project on sys.path)
 from components.routerctl import CROSSBAR, wait_for_port  # noqa: E402
 from components.testing import RouterProcess  # noqa: E402
 import proxy_config  # noqa: E402
@@ -255,13 +255,6 @@ def clients_per_worker(node, pids):
 
 # ----------------------------------------------------------------------------------------------
 # One measurement
-
-def busy_share(before, after):
-    """Share of all cores' time that was busy between two psutil.cpu_times() readings."""
-    idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
-    total = sum(after) - sum(before)
-    return 1 - idle / total if total else float("nan")
-
 
 def measure(node, transport, pairs, args, logdir):
     """Flood `pairs` publisher->subscriber pairs through node; returns the run's figures."""

@@ -7,16 +7,11 @@ publisher sends as fast as it can; prints delivered events per second and a summ
 """
 
 import argparse
-import os
-import sys
 import tempfile
-import time
 
-from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from common import flood  # noqa: E402 (also puts the project on sys.path)
 from components.testing import RouterProcess, join, sleep  # noqa: E402
 
 TRANSPORTS = [("WebSocket + JSON", "websocket_url", ("json",)), ("WebSocket + msgpack", "websocket_url", ("msgpack",)),
@@ -28,26 +23,10 @@ def run_one(router, url, serializers, events):
     """Delivered events per second from one publisher to one subscriber."""
     publisher = yield join(url, "tracker", "bench-pub", router.ticket("tracker", "bench-pub"), serializers=serializers)
     subscriber = yield join(url, "orchestrator", "bench-sub", router.ticket("orchestrator", "bench-sub"), serializers=serializers)
-    received = [0]
-    done = defer.Deferred()
-
-    def on_event(*args, **kwargs):
-        received[0] += 1
-        if received[0] == events:
-            done.callback(time.monotonic())
-
-    yield subscriber.subscribe(on_event, "nerve.measure.", options=SubscribeOptions(match="prefix"))
-    payload = {"host": "bench-pub", "ts": 0.0, "cpu": 12.5, "mem": 40.1, "seq": 0}
-    started = time.monotonic()
-    for seq in range(events):
-        payload["seq"] = seq
-        publisher.publish("nerve.measure.bench-pub", payload)
-        if seq % 500 == 0:
-            yield sleep(0)  # let the reactor write and read
-    finished = yield done
+    delivered = yield flood(publisher, subscriber, "nerve.measure.bench-pub", events)
     yield publisher.leave()
     yield subscriber.leave()
-    return events / (finished - started)
+    return delivered
 
 
 @defer.inlineCallbacks
