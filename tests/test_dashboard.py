@@ -219,15 +219,26 @@ def test_host_driven_high_turns_its_tile_high_and_adds_an_alert_within_2_s(route
 
 
 @pytest_twisted.inlineCallbacks
-def test_tracker_leaving_turns_its_tile_stale(router, orchestrator, start, pages):
-    tracker = start("tracker", "--host-id", "dash-leave", "--authid", "dash-leave", "--interval", "0.5")
+def test_tracker_leaving_turns_its_tile_stale_until_it_joins_again(router, orchestrator, start, pages):
+    tracker_args = ("tracker", "--host-id", "dash-leave", "--authid", "dash-leave", "--interval", "0.2")
+    tracker = start(*tracker_args)
     page = yield pages(router.http_url)
     yield page.wait_for(tile_where("t.dataset.stale === 'false'"), "dash-leave", timeout=20)
     tracker.stop()
     left = time.monotonic()
     # wamp.session.on_leave marks it at once, without waiting for the measurement to age.
-    yield page.wait_for(tile_where("t.dataset.stale === 'true' && /stale/.test(t.textContent)"), "dash-leave", timeout=3)
+    left_note = tile_where("t.dataset.stale === 'true' && /tracker left/.test(t.textContent)")
+    yield page.wait_for(left_note, "dash-leave", timeout=3)
     assert time.monotonic() - left < 3
+    # Measurements published just before the leave are still on their way through the analysis when the leave
+    # event arrives; their analysis must not bring the tile back to life.
+    yield sleep(1.5)
+    still_left = yield page.evaluate(left_note, "dash-leave")
+    assert still_left, "a measurement in flight at the leave made the tile look live again"
+    # Only the tracker joining again does.
+    start(*tracker_args)
+    yield page.wait_for(tile_where("t.dataset.stale === 'false' && !/stale/.test(t.textContent)"), "dash-leave",
+                        timeout=20)
 
 
 @pytest_twisted.inlineCallbacks

@@ -29,7 +29,8 @@ const alerts = new AlertFeed({ list: $("#alert-list"), count: $("#alert-count"),
 const detail = new HostDetail({ root: $("#detail-view"), overview, getSchema: () => schema });
 const mesh = new MeshPanel({
   root: $("#mesh-panel"),
-  onLeave: hostsLeft,
+  onJoin: (info) => markHosts(info, false),
+  onLeave: (info) => markHosts(info, true),
   onOrchestrator: (what) => {
     // A (re)started orchestrator may know different hosts: backfill again once it serves nerve.snapshot.
     if (what === "join" && connection.session) loadSnapshot(connection.session);
@@ -49,12 +50,14 @@ function setSchema(value) {
   alerts.setSchema(value);
 }
 
-// A tracker's authid is its host id; the simulator's hosts are sim-*. Only the last session of that identity counts.
-function hostsLeft(info) {
-  const stillThere = [...mesh.sessions.values()].some((other) => other.authid === info.authid && other.authrole === info.authrole);
-  if (stillThere) return;
-  if (info.authrole === "tracker") overview.markLeft((id) => id === info.authid);
-  if (info.authrole === "simulator") overview.markLeft((id) => id.startsWith("sim-"));
+// A tracker's authid is its host id; the simulator's hosts are sim-*. Its hosts have left only once the last session
+// of that identity has.
+function markHosts(info, left) {
+  const predicate = info.authrole === "tracker" ? (id) => id === info.authid
+    : info.authrole === "simulator" ? (id) => id.startsWith("sim-") : null;
+  if (!predicate) return;
+  const stillThere = left && [...mesh.sessions.values()].some((other) => other.authid === info.authid && other.authrole === info.authrole);
+  if (!stillThere) overview.markLeft(predicate, left);
 }
 
 async function loadSnapshot(session) {

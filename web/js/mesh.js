@@ -9,11 +9,14 @@ const LOAD_GAP_MS = 1000;
 const ROLES = ["tracker", "simulator", "analyzer", "orchestrator", "dashboard", "operator", "component"];
 
 export class MeshPanel {
-  constructor({ root, onLeave, onOrchestrator } = {}) {
+  constructor({ root, onJoin, onLeave, onOrchestrator } = {}) {
     this.root = root;
+    this.onJoinHandler = onJoin;
     this.onLeaveHandler = onLeave;
     this.onOrchestrator = onOrchestrator;
     this.sessions = new Map();
+    // Sessions that left while attach() was still asking who is there: their details may arrive after the leave.
+    this.leftWhileListing = null;
     this.callees = [];
     this.loads = new Map();
     this.session = null;
@@ -30,6 +33,7 @@ export class MeshPanel {
     this.sessions.clear();
     this.callees = [];
     this.calleesKnown = false;
+    this.leftWhileListing = new Set();
     const on = (topic, handler, options) => session.subscribe(topic, handler, options);
     await Promise.all([
       on("wamp.session.on_join", (args) => this._joined(args[0])),
@@ -40,8 +44,13 @@ export class MeshPanel {
     ]);
     const ids = await session.call("wamp.session.list");
     const details = await Promise.allSettled(ids.map((id) => session.call("wamp.session.get", [id])));
-    for (const result of details) {
-      if (result.status === "fulfilled" && result.value) this._remember(result.value);
+    const leftWhileListing = this.leftWhileListing;
+    this.leftWhileListing = null;
+    const present = details.filter((result) => result.status === "fulfilled" && result.value).map((result) => result.value);
+    for (const info of present) if (!leftWhileListing.has(info.session)) this._remember(info);
+    for (const info of present) {
+      if (leftWhileListing.has(info.session)) this.onLeaveHandler?.(info);
+      else this.onJoinHandler?.(info);
     }
     await this.refreshCallees();
     this.render();
@@ -60,6 +69,7 @@ export class MeshPanel {
 
   _joined(info) {
     this._remember(info);
+    this.onJoinHandler?.(info);
     if (info?.authrole === "analyzer") this.refreshCallees();
     if (info?.authrole === "orchestrator") this.onOrchestrator?.("join", info);
     this.scheduleRender();
@@ -68,6 +78,7 @@ export class MeshPanel {
   _left(sessionId) {
     const info = this.sessions.get(sessionId);
     this.sessions.delete(sessionId);
+    this.leftWhileListing?.add(sessionId);
     if (info) {
       this.onLeaveHandler?.(info);
       if (info.authrole === "analyzer") {

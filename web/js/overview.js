@@ -71,7 +71,6 @@ class Host {
     this.ts = null;
     this.serverStale = false;
     this.left = false;
-    this.leftAtTs = null;
     this.stale = false;
     this.interval = null;
     this.serverNow = null;
@@ -184,12 +183,12 @@ export class Overview {
     }
   }
 
-  // A tracker (authid = host id) or the simulator (sim-*) left the router: its hosts stop at their last measurement.
-  markLeft(predicate) {
+  // A tracker (authid = host id) or the simulator (sim-*) left the router (left = true) or joined it again (false).
+  // Only a join clears it: analysis of measurements published just before the leave still arrives after it.
+  markLeft(predicate, left = true) {
     for (const host of this.hosts.values()) {
-      if (predicate(host.id)) {
-        host.left = true;
-        host.leftAtTs = host.ts;
+      if (host.left !== left && predicate(host.id)) {
+        host.left = left;
         this._markDirty(host, false);
       }
     }
@@ -214,7 +213,6 @@ export class Overview {
       }
       for (const name of this.headline) if (name === "cpu" && typeof entry[name] === "number") host.ring.push(entry[name]);
       host.sparkDirty = true;
-      if (host.left && entry.ts > (host.leftAtTs ?? 0)) host.left = false;
     }
     const levelChanged = host.level !== (entry.level ?? null);
     host.level = entry.level ?? null;
