@@ -6,6 +6,7 @@ while a call for it is in flight or the analyzers are saturated, new samples que
 on the host (bounded), never in an unbounded global queue.
 """
 
+import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class OrchestratorConfig:
     tick: float = 0.25
     window: float = 300.0
     batch_size: int = 100
+    max_batch_size: int = 1000
     batch_delay: float = 0.02
     max_in_flight: int = 16
     max_pending: int = 600
@@ -70,6 +72,8 @@ class OrchestratorConfig:
         for name in ("batch_size", "max_in_flight", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        if self.max_batch_size < self.batch_size:
+            raise ConfigError(f"max batch size must be >= the batch size ({self.batch_size}), got {self.max_batch_size}")
 
 
 class HostRecord:
@@ -128,6 +132,8 @@ class Orchestrator:
         self.backoff = 0.0
         # Calls the analyzers take at once, learnt from refusals (AIMD): the router knows the caps, we only see refusals.
         self.capacity = float(config.max_in_flight)
+        # The most calls in flight at once that the analyzers accepted: slots above it are probes and stay small.
+        self.proven_slots = 0
         self.no_analyzer_logged = False
         self.active = False
         self.max_window = int(config.window / 0.05) + 1
@@ -183,11 +189,25 @@ class Orchestrator:
         if not self.active or not self.mesh.connected or self.clock() < self.saturated_until:
             return
         due = self.due_hosts()
-        size = self.config.batch_size
-        for start in range(0, len(due), size):
-            if self.in_flight_calls >= min(self.capacity, self.config.max_in_flight):
-                return  # the next completed call dispatches again
-            self._send(due[start:start + size])
+        limit = math.ceil(min(self.capacity, self.config.max_in_flight))
+        free = limit - self.in_flight_calls
+        if not due or free <= 0:
+            return  # the next completed call dispatches again
+        # A backlog bigger than the free slots take at batch_size is spread over them (up to max_batch_size per
+        # call): otherwise throughput stops at slots x batch_size hosts per round trip while the analyzers idle.
+        # Only proven slots get the big batches; a refused probe then wastes one small call, not a thousand hosts.
+        small = self.config.batch_size
+        big = max(1, min(self.proven_slots, limit) - self.in_flight_calls)
+        size = small
+        if len(due) > free * small:
+            size = min(math.ceil((len(due) - (free - big) * small) / big), self.config.max_batch_size)
+        start = 0
+        for slot in range(free):
+            if start >= len(due):
+                break
+            end = start + (size if slot < big else small)
+            self._send(due[start:end])
+            start = end
 
     def _send(self, batch):
         work = []
@@ -215,6 +235,7 @@ class Orchestrator:
             # A malformed answer is a failed call: the samples go back to their hosts, not into the void.
             error = InvalidArgument(f"analyzer returned {len(results)} results for {len(work)} hosts")
             return self._on_failure(Failure(error), work)
+        self.proven_slots = max(self.proven_slots, self.in_flight_calls)
         self._finish(work)
         self.backoff = 0.0
         self.capacity = min(self.capacity + 1.0 / max(self.capacity, 1.0), float(self.config.max_in_flight))
@@ -243,6 +264,7 @@ class Orchestrator:
         if uri in BACKPRESSURE_ERRORS:
             self.stats["backpressure"] += 1
             self.capacity = max(1.0, float(self.in_flight_calls))
+            self.proven_slots = min(self.proven_slots, self.in_flight_calls)
             if self.in_flight_calls == 0:
                 # Nothing of ours is in flight, yet every slot is taken (another caller): back off in time.
                 self.backoff = min(max(self.backoff * 2, 0.02), 0.5)

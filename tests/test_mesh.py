@@ -103,15 +103,15 @@ def test_concurrency_cap_holds_and_backpressure_loses_no_host(router, orchestrat
     before = yield dashboard.call("nerve.stats")
     analysis = yield watch_prefix("nerve.analysis.busy-")
     hosts = [f"busy-{index:02d}" for index in range(20)]
-    # 20 hosts at once, batches of 5: four calls against one slot of 150 ms each.
+    # 20 hosts at once, batches of 5: four calls against one slot of 150 ms each, until the backlog is spread.
     yield defer.DeferredList([play_host(router, host_id, 3, {"cpu": 50.0}, period=0.05) for host_id in hosts])
     yield wait_until(lambda: {p["host_id"] for p in analysis.payloads() if p["seq"] == 3} == set(hosts),
                      timeout=20, message="every busy host analysed up to seq 3")
     after = yield dashboard.call("nerve.stats")
     assert after.get("backpressure", 0) > before.get("backpressure", 0), "the test did not reach the cap"
-    # Load events come once a second: wait for one that counts the calls, then check the cap held throughout.
-    yield wait_until(lambda: any(p["served"] >= 4 for p in loads.payloads("nerve.analyzer.analyzer-slow")),
-                     timeout=5, message="a load event counting the served calls")
+    # Load events come once a second: wait for one that counts every host, then check the cap held throughout.
+    yield wait_until(lambda: any(p["hosts_analyzed"] >= len(hosts) for p in loads.payloads("nerve.analyzer.analyzer-slow")),
+                     timeout=5, message="a load event counting every analysed host")
     slow = loads.payloads("nerve.analyzer.analyzer-slow")
     assert max(p["max_in_flight"] for p in slow) == 1, slow
 

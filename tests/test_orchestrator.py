@@ -7,7 +7,7 @@ from twisted.internet import defer, task
 from components.analysis import analyze_batch
 from components.config import MeshConfig
 from components.interest import TopicInterest, wildcard_matches
-from components.errors import InvalidArgument, NotFound
+from components.errors import ConfigError, InvalidArgument, NotFound
 from components.orchestrator import Orchestrator, OrchestratorConfig
 from components.testing import measurement
 
@@ -92,6 +92,40 @@ def test_due_hosts_are_batched_and_results_published(orchestrator, clock):
     orchestrator.publish_digest()
     digest = mesh.topics("nerve.digest")[-1]
     assert digest["hosts"]["a"]["level"] == "HIGH" and digest["hosts"]["a"]["cpu"] == 90.0
+
+
+def sizes_of_calls(mesh, since=0):
+    """Hosts per nerve.analyze call, in the order sent."""
+    return [len(args[0]) for _, args, _ in mesh.calls[since:]]
+
+
+def test_a_backlog_is_spread_over_the_proven_slots_and_a_probe_stays_small(clock):
+    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), batch_size=2, max_batch_size=5, max_in_flight=3)
+    orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+    orchestrator.active = True
+    mesh = orchestrator.mesh
+    for host_id in ("a", "b", "c"):
+        feed(orchestrator, clock, host_id, 1)
+    clock.advance(0.1)
+    assert sizes_of_calls(mesh) == [2, 1], "within what the slots take at batch_size, batches stay small"
+    for _, args, pending in list(mesh.calls):
+        pending.callback(analysed(args[0]))
+    assert orchestrator.proven_slots == 2
+    # 12 hosts due, 3 slots of which 2 proven: 2 + 2 would leave 8 waiting a whole round trip; the proven
+    # slots take up to max_batch_size each, the unproven third slot only batch_size.
+    for index in range(12):
+        feed(orchestrator, clock, f"h{index}", 1)
+    clock.advance(0.1)
+    assert sizes_of_calls(mesh, 2) == [5, 5, 2]
+    # The probe is refused: it cost 2 hosts' serialisation, and they go back to wait for a slot.
+    mesh.calls[-1][2].errback(ApplicationError("crossbar.error.max_concurrency_reached", "busy"))
+    assert orchestrator.capacity == 2.0 and orchestrator.proven_slots == 2
+    assert sum(1 for host in orchestrator.hosts.values() if host.pending and not host.in_flight) == 2
+
+
+def test_max_batch_size_below_the_batch_size_is_refused():
+    with pytest.raises(ConfigError, match="max batch size must be >= the batch size"):
+        OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), batch_size=100, max_batch_size=50)
 
 
 def test_backpressure_restores_work_and_loses_no_sample(orchestrator, clock):
