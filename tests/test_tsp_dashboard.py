@@ -3,8 +3,6 @@
 Playwright runs on its own thread, as in test_dashboard.py (whose browser fixture this reuses).
 """
 
-from pathlib import Path
-
 import pytest_twisted
 
 from components.testing import wait_for_callees
@@ -13,12 +11,11 @@ from tests import test_dashboard
 browser = test_dashboard.browser  # the module's one headless Chromium, on its own thread
 pytestmark = test_dashboard.pytestmark  # skipped without Debian chromium
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "tsp.png"
 CONNECTED = "() => window.tsp && window.tsp.connection.state === 'connected'"
 
 
 @pytest_twisted.inlineCallbacks
-def test_tsp_page_solves_live_shows_compute_load_and_budget_errors(router, start, dashboard, browser):
+def test_tsp_page_solves_live_shows_compute_load_and_budget_errors(router, start, dashboard, browser, tmp_path):
     # The module's other tests may have left instances: wait until they are gone, then start ours.
     yield wait_for_callees(dashboard, "nerve.tsp.anneal", 0)
     start("compute", "--authid", "compute-web")
@@ -47,7 +44,8 @@ def test_tsp_page_solves_live_shows_compute_load_and_budget_errors(router, start
         assert (yield page.evaluate("() => window.tsp.cities.length")) == 30
         message = yield page.evaluate("() => document.querySelector('#tsp-message').textContent")
         assert message.startswith("Solved"), message
-        yield page.do(lambda p: p.screenshot(path=str(SCREENSHOT), full_page=True))
+        # Into the test's own directory: a run must not rewrite docs/tsp.png in the checkout.
+        yield page.do(lambda p: p.screenshot(path=str(tmp_path / "tsp.png"), full_page=True))
 
         # An invalid budget: the solver's error is shown in the alert region, naming the budget.
         yield page.do(lambda p: p.fill("#tsp-budget", "0"))
