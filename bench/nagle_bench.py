@@ -4,7 +4,7 @@
 
 Autobahn's and Crossbar's RawSocket leave Nagle's algorithm on; nerve turns it off on both
 sides (router/tuning.py, the runner). Here, alternating for `--rounds` rounds, a router is started
-with it on and then off (`tcp_nodelay` in the router config's component extra) and the
+with it on and then off (`tcp_nodelay` in the router config's component extra `tuning`) and the
 orchestrator, two analyzers and a simulator of `--hosts` hosts run with `--tcp-nodelay` or
 `--no-tcp-nodelay`; each setting is measured as one pipeline_bench step (8 s warm-up, then
 `--seconds`): measurement-to-analysis p50/p99 at the orchestrator and at a subscriber of 20
@@ -25,7 +25,7 @@ from pipeline_bench import pipeline_step  # noqa: E402
 def measure(nodelay, args):
     """One pipeline step with TCP_NODELAY on or off on every connection."""
     flag = "--tcp-nodelay" if nodelay else "--no-tcp-nodelay"
-    router = RouterProcess(tempfile.mkdtemp(prefix="nerve-nagle-"), tcp_nodelay=nodelay).start()
+    router = RouterProcess(tempfile.mkdtemp(prefix="nerve-nagle-"), tuning={"tcp_nodelay": nodelay}).start()
     processes = [("orchestrator", ComponentProcess(router, "orchestrator", flag))]
     processes += [(f"analyzer-{k}", ComponentProcess(router, "analyzer", "--authid", f"nagle-{k}", flag)) for k in (1, 2)]
     try:

@@ -13,8 +13,8 @@ PROJECT_CONFIG = PROJECT_ROOT / ".crossbar" / "config.json"
 CROSSBAR = Path(sys.executable).with_name("crossbar")
 
 
-def runtime_config(port, secrets_file=None, source=PROJECT_CONFIG, tls=None, tcp_nodelay=True):
-    """The project's router config with the port set, relative paths made absolute, and TLS if given."""
+def runtime_config(port, secrets_file=None, source=PROJECT_CONFIG, tls=None, tuning=None):
+    """The project's router config with the port set, relative paths made absolute, TLS and tuning overrides if given."""
     config = json.loads(Path(source).read_text())
     cbdir = Path(source).resolve().parent
     for worker in config["workers"]:
@@ -32,27 +32,27 @@ def runtime_config(port, secrets_file=None, source=PROJECT_CONFIG, tls=None, tcp
         for component in worker.get("components", []):
             if secrets_file:
                 component.setdefault("extra", {})["secrets_file"] = str(Path(secrets_file).resolve())
-            if not tcp_nodelay:
-                component.setdefault("extra", {})["tcp_nodelay"] = False
+            if tuning:
+                component.setdefault("extra", {})["tuning"] = dict(tuning)
     return config
 
 
-def write_runtime_cbdir(port, secrets_file=None, base=None, tls=None, tcp_nodelay=True):
+def write_runtime_cbdir(port, secrets_file=None, base=None, tls=None, tuning=None):
     """Write a runtime node directory for this port and return its path."""
     cbdir = Path(base or PROJECT_ROOT / ".crossbar" / "runtime") / str(port)
     cbdir.mkdir(parents=True, exist_ok=True)
     stale_pid = cbdir / "node.pid"
     if stale_pid.exists():
         stale_pid.unlink()  # crossbar refuses to start over a pid file left by a killed node
-    (cbdir / "config.json").write_text(json.dumps(runtime_config(port, secrets_file, tls=tls, tcp_nodelay=tcp_nodelay), indent=2))
+    (cbdir / "config.json").write_text(json.dumps(runtime_config(port, secrets_file, tls=tls, tuning=tuning), indent=2))
     return cbdir
 
 
-def router_command(port, secrets_file=None, base=None, loglevel="warn", tls=None, tcp_nodelay=True):
+def router_command(port, secrets_file=None, base=None, loglevel="warn", tls=None, tuning=None):
     """The crossbar command line that serves the project's config on port (over TLS when tls files are given)."""
     if not 1 <= port <= 65535:
         raise ConfigError(f"port must be between 1 and 65535, got {port}")
-    cbdir = write_runtime_cbdir(port, secrets_file, base, tls, tcp_nodelay)
+    cbdir = write_runtime_cbdir(port, secrets_file, base, tls, tuning)
     return [str(CROSSBAR), "start", "--cbdir", str(cbdir), "--loglevel", loglevel]
 
 

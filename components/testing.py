@@ -24,11 +24,11 @@ from components.routerctl import free_port, router_command, wait_for_port
 class RouterProcess:
     """A Crossbar router running the project's config on a free port, with its own secrets file."""
 
-    def __init__(self, workdir=None, port=None, tls=None, tcp_nodelay=True):
+    def __init__(self, workdir=None, port=None, tls=None, tuning=None):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="nerve-router-"))
         self.port = port or free_port()
         self.tls = tls
-        self.tcp_nodelay = tcp_nodelay
+        self.tuning = tuning  # router/tuning.py overrides, e.g. {"tcp_nodelay": False}
         self.secrets_file = self.workdir / "secrets.json"
         self.role_secrets = credentials.load_or_create(self.secrets_file)
         self.log_path = self.workdir / "router.log"
@@ -52,7 +52,7 @@ class RouterProcess:
     def start(self):
         """Start crossbar and wait until the port accepts connections."""
         command = router_command(self.port, self.secrets_file, base=self.workdir / "cbdir", tls=self.tls,
-                                 tcp_nodelay=self.tcp_nodelay)
+                                 tuning=self.tuning)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, self.process, timeout=60)

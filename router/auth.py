@@ -8,9 +8,9 @@ from twisted.logger import Logger
 from components import credentials
 from components.errors import NotAuthenticated
 from router.metering import STATS_URI, count_messages, router_stats
-from router.tuning import disable_nagle_for_rawsocket, settings
+from router import tuning
 
-disable_nagle_for_rawsocket()
+tuning.configure()
 count_messages()
 
 AUTHENTICATE_URI = "nerve.auth.authenticate"
@@ -69,7 +69,7 @@ class AuthSession(ApplicationSession):
     def onJoin(self, details):
         """Load (or create) the secrets and register the authenticator."""
         extra = self.config.extra or {}
-        settings["tcp_nodelay"] = extra.get("tcp_nodelay", True)
+        tuning.configure(extra.get("tuning"))
         path = credentials.secrets_path(extra.get("secrets_file"))
         authenticator = Authenticator(credentials.load_or_create(path))
         yield self.register(authenticator.authenticate, AUTHENTICATE_URI)
