@@ -1,35 +1,68 @@
 """Router-side tuning that runs inside the Crossbar worker, checked as plain code."""
 
+import ast
+import importlib
+import inspect
 import pprint
 
 import pytest
+from crossbar.router import broker as crossbar_broker
 from crossbar.router import router as crossbar_router
 from twisted.logger import formatEvent
 
 from components.errors import ConfigError
 from router import tuning
-from router.tuning import LazyPrettyText
+from router.tuning import LAZY_LOG_HELPERS, LazyText, deferred
+
+LOG_METHODS = {"debug", "info", "warn", "error", "failure", "trace", "critical"}
 
 
-def test_lazy_pretty_text_prints_what_pformat_prints_when_a_log_line_is_written():
+def test_lazy_text_prints_what_the_function_returns_when_a_log_line_is_written():
     value = {"allow": True, "disclose": False, "cache": True, "nested": {"uri": "nerve.measure." + "x" * 80}}
-    event = {"log_format": "authorization:\n{authorization}", "authorization": LazyPrettyText(value)}
+    event = {"log_format": "authorization:\n{authorization}", "authorization": deferred(pprint.pformat)(value)}
     assert formatEvent(event) == "authorization:\n" + pprint.pformat(value)
-    assert f"{LazyPrettyText([1, 2])!s:>8}" == "  [1, 2]"
+    assert f"{LazyText(str, [1, 2])!s:>8}" == "  [1, 2]"
+    assert repr(LazyText(lambda: "text")) == "text"
 
 
-def test_crossbar_router_pretty_prints_lazily_unless_the_tuning_turns_it_off():
+def test_crossbar_formats_lazily_unless_the_tuning_turns_it_off():
     try:
         tuning.configure()
-        tuning.configure()  # idempotent
-        assert crossbar_router.pformat is LazyPrettyText
-        assert str(crossbar_router.pformat({"a": 1})) == "{'a': 1}"
+        tuning.configure()  # idempotent: wrappers are not wrapped again
+        assert crossbar_router.pformat.eager is pprint.pformat
+        assert isinstance(crossbar_broker.hlid("nerve.measure.a"), LazyText)
+        assert "nerve.measure.a" in str(crossbar_broker.hlid("nerve.measure.a"))
         tuning.configure({"lazy_debug_format": False})
         assert crossbar_router.pformat is pprint.pformat
+        assert isinstance(crossbar_broker.hlid("nerve.measure.a"), str)
         assert tuning.settings == {"tcp_nodelay": True, "lazy_debug_format": False}
     finally:
         tuning.configure()
     assert tuning.settings == dict(tuning.DEFAULT_SETTINGS)
+
+
+@pytest.mark.parametrize("module_name", sorted(LAZY_LOG_HELPERS))
+def test_crossbar_uses_the_deferred_helpers_only_as_log_arguments(module_name):
+    # A lazy object is safe only where a log line formats it; a crossbar upgrade that concatenates
+    # or compares a helper's result must fail here, not in production.
+    names = set(LAZY_LOG_HELPERS[module_name])
+    tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    misuses, uses = [], 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in names and not isinstance(parents.get(node), (ast.alias, ast.ImportFrom)):
+            call = parents.get(node)
+            if not (isinstance(call, ast.Call) and call.func is node):
+                misuses.append(f"line {node.lineno}: {node.id} used other than called")
+                continue
+            outer = parents.get(call)
+            while outer is not None and not isinstance(outer, ast.Call):
+                outer = parents.get(outer)
+            if isinstance(outer, ast.Call) and isinstance(outer.func, ast.Attribute) and outer.func.attr in LOG_METHODS:
+                uses += 1
+            else:
+                misuses.append(f"line {node.lineno}: {node.id}(...) outside a log call")
+    assert uses and not misuses, misuses
 
 
 def test_an_unknown_tuning_name_is_refused_with_the_known_ones():
