@@ -6,6 +6,7 @@ while a call for it is in flight or the analyzers are saturated, new samples que
 on the host (bounded), never in an unbounded global queue.
 """
 
+import itertools
 import math
 import time
 from collections import Counter, deque
@@ -42,6 +43,7 @@ ANALYSIS_SCHEMA = {
     "anomaly": {"label": "Anomaly", "unit": "robust z-score"},
 }
 MAX_ALERTS_PER_HOST = 50
+MAX_RECENT_SAMPLES = 600  # nerve.snapshot's recent values per host: 10 min at 1 Hz
 
 
 @dataclass(frozen=True)
@@ -407,12 +409,24 @@ class Orchestrator:
 
     # -- queries -----------------------------------------------------------------------
     @procedure("nerve.snapshot", invoke="first")
-    def snapshot(self):
-        """Current state of every host, for late joiners: digest entries plus hostnames and the schema."""
+    def snapshot(self, recent=0, metric="cpu"):
+        """Every host's digest entry and hostname, and the schema, for late joiners.
+
+        With `recent` N > 0 each entry also carries `recent`: the host's last N values of `metric`,
+        oldest first, so a page that opens now draws its sparklines at once instead of from empty.
+        """
+        if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= MAX_RECENT_SAMPLES:
+            raise InvalidArgument(f"recent must be a whole number of samples from 0 to {MAX_RECENT_SAMPLES}, got {recent!r:.40}")
+        if recent and (not isinstance(metric, str) or metric.split(".", 1)[0] not in MEASURE_SCHEMA):
+            raise InvalidArgument(f"metric must be a metric of the measurement schema (e.g. 'cpu'), got {metric!r:.60}")
         now = self.clock()
         hosts = {}
         for host_id, host in self.hosts.items():
-            hosts[host_id] = dict(self.digest_entry(host, now), hostname=host.hostname)
+            entry = hosts[host_id] = dict(self.digest_entry(host, now), hostname=host.hostname)
+            if recent:
+                latest_first = (sample["metrics"].get(metric) for sample in reversed(host.window))
+                values = [value for value in itertools.islice(latest_first, recent) if value is not None]
+                entry["recent"] = values[::-1]
         return {"ts": round(now, 3), "schema": self.schema(), "hosts": hosts}
 
     @procedure("nerve.history", invoke="first")

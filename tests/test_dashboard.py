@@ -219,6 +219,30 @@ def test_host_driven_high_turns_its_tile_high_and_adds_an_alert_within_2_s(route
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_page_opened_later_draws_the_recent_history_in_its_sparkline(router, orchestrator, pages, dashboard):
+    session = yield tracker_session(router, "dash-spark")
+    now = time.time()
+    cpu = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0]
+    yield publish_samples(session, "dash-spark", [(now - 8 + k, {"cpu": value}) for k, value in enumerate(cpu)])
+    yield session.leave()
+    deadline = time.monotonic() + 5
+    while (yield dashboard.call("nerve.snapshot"))["hosts"].get("dash-spark", {}).get("seq") != len(cpu):
+        assert time.monotonic() < deadline, "the orchestrator never had all samples"
+        yield sleep(0.05)
+
+    page = yield pages(router.http_url)
+    yield page.do(lambda p: p.fill("#overview-controls input[name='q']", "dash-spark"))
+    # No measurement arrives after the page opens: every point comes from the snapshot's history.
+    points = yield page.wait_for(tile_where("t.querySelector('.spark-line').getAttribute('points').trim()"
+                                            ".split(' ').length >= 8"), "dash-spark", timeout=5)
+    assert points
+    line = yield page.evaluate(f"(id) => ({TILE})(id).querySelector('.spark-line').getAttribute('points')", "dash-spark")
+    heights = [point.split(",")[1] for point in line.split()]
+    assert heights == [f"{100 - value:.1f}" for value in cpu], line  # oldest first, newest at the right edge
+    assert page.errors() == [], page.console
+
+
+@pytest_twisted.inlineCallbacks
 def test_tracker_leaving_turns_its_tile_stale_until_it_joins_again(router, orchestrator, start, pages):
     tracker_args = ("tracker", "--host-id", "dash-leave", "--authid", "dash-leave", "--interval", "0.2")
     tracker = start(*tracker_args)

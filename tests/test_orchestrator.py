@@ -179,6 +179,22 @@ def test_history_and_snapshot(orchestrator, clock):
     assert orchestrator.snapshot()["hosts"]["h1"]["stale"] is True
 
 
+def test_snapshot_carries_recent_values_for_sparklines_only_when_asked(orchestrator, clock):
+    for seq, cpu in enumerate((5.0, 6.0, 7.0, 8.0), start=1):
+        feed(orchestrator, clock, "h1", seq, cpu=cpu)
+        clock.advance(1)
+    orchestrator.on_measure(measurement("h1", 5, {"mem": 40.0}, ts=clock.seconds(), run="r1"))  # no cpu in this one
+    assert "recent" not in orchestrator.snapshot()["hosts"]["h1"]
+    assert orchestrator.snapshot(recent=3)["hosts"]["h1"]["recent"] == [7.0, 8.0]
+    assert orchestrator.snapshot(recent=60)["hosts"]["h1"]["recent"] == [5.0, 6.0, 7.0, 8.0]
+    assert orchestrator.snapshot(recent=60, metric="mem")["hosts"]["h1"]["recent"] == [40.0]
+    for bad in (-1, 601, 2.5, True, "60"):
+        with pytest.raises(InvalidArgument, match="recent must be a whole number of samples from 0 to 600"):
+            orchestrator.snapshot(recent=bad)
+    with pytest.raises(InvalidArgument, match="metric must be a metric of the measurement schema"):
+        orchestrator.snapshot(recent=5, metric="nope")
+
+
 def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did(orchestrator, clock):
     orchestrator.active = False
     for seq in (1, 2, 3):

@@ -5,7 +5,7 @@ import { Connection } from "./connection.js";
 import { HostDetail } from "./detail.js";
 import { errorText, formatClock } from "./format.js";
 import { MeshPanel } from "./mesh.js";
-import { Overview } from "./overview.js";
+import { Overview, SNAPSHOT_OPTIONS } from "./overview.js";
 
 const $ = (selector) => document.querySelector(selector);
 const SNAPSHOT_RETRY_MS = 1000;
@@ -66,7 +66,7 @@ async function loadSnapshot(session) {
   snapshotSession = session;
   const attempt = (async () => {
     try {
-      const snapshot = await session.call("nerve.snapshot");
+      const snapshot = await session.call("nerve.snapshot", [], SNAPSHOT_OPTIONS);
       if (session !== connection.session) return;
       orchestratorMissing = false;
       setSchema(snapshot.schema);

@@ -1,7 +1,11 @@
 // The overview: one keyed tile per host, fed by nerve.snapshot and nerve.digest, rendered in animation frames.
 
 import { formatAge, formatValue, levelRank, levelText, naturalCompare } from "./format.js";
-import { Ring, createSparkline, drawSparkline } from "./sparkline.js";
+import { Ring, SPARK_POINTS, createSparkline, drawSparkline } from "./sparkline.js";
+
+// The metric each tile draws as its sparkline; nerve.snapshot backfills its recent values.
+export const SPARK_METRIC = "cpu";
+export const SNAPSHOT_OPTIONS = { recent: SPARK_POINTS, metric: SPARK_METRIC };
 
 const MIN_STALE_SECONDS = 5;
 // One missed digest tick must not flip a healthy host to stale.
@@ -155,6 +159,7 @@ export class Overview {
     for (const [id, entry] of Object.entries(snapshot.hosts ?? {})) {
       seen.add(id);
       this._update(id, entry, snapshot.ts, now);
+      if (Array.isArray(entry.recent)) this._backfill(this.hosts.get(id), entry.recent);
     }
     // The snapshot is the orchestrator's whole truth: a host it no longer knows goes.
     for (const id of this.hosts.keys()) if (!seen.has(id)) this._remove(id);
@@ -162,6 +167,13 @@ export class Overview {
     this.snapshotApplied = true;
     this.orderDirty = this.filterDirty = this.forceOrder = true;
     this.scheduleRender();
+  }
+
+  // The snapshot's recent values replace the ring: they include the latest one and any missed while away.
+  _backfill(host, values) {
+    host.ring.clear();
+    for (const value of values) if (typeof value === "number") host.ring.push(value);
+    host.sparkDirty = true;
   }
 
   applyDigest(digest) {
@@ -211,7 +223,7 @@ export class Overview {
         const step = entry.ts - host.ts;
         host.interval = host.interval === null ? step : host.interval * 0.7 + step * 0.3;
       }
-      for (const name of this.headline) if (name === "cpu" && typeof entry[name] === "number") host.ring.push(entry[name]);
+      if (typeof entry[SPARK_METRIC] === "number") host.ring.push(entry[SPARK_METRIC]);
       host.sparkDirty = true;
     }
     const levelChanged = host.level !== (entry.level ?? null);
@@ -383,7 +395,7 @@ export class Overview {
     this._renderAge(host, now);
     if (host.sparkDirty) {
       host.sparkDirty = false;
-      const spec = measure.cpu ?? { min: 0, max: 100 };
+      const spec = measure[SPARK_METRIC] ?? { min: 0, max: 100 };
       drawSparkline(refs.spark, host.ring, spec.min ?? 0, spec.max ?? 100);
     }
   }
