@@ -2,6 +2,7 @@
 
 import math
 import re
+import sys
 
 from components.errors import InvalidArgument
 
@@ -45,6 +46,26 @@ def _finite_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+_bounds_by_name = {}  # metric name -> (low, high) its values must lie in; the orchestrator checks ~15 per measurement
+_MAX_CACHED_NAMES = 4096  # names are free text: a sender inventing new ones must not grow the cache without end
+
+
+def _bounds_of(name):
+    """The (low, high) a metric's value must lie in (finite, max with 0.1 % slack), or None if not in the schema."""
+    if not isinstance(name, str):
+        return None
+    bounds = _bounds_by_name.get(name)
+    if bounds is None:
+        spec = MEASURE_SCHEMA.get(family_of(name))
+        if spec is None:
+            return None
+        high = spec["max"] * 1.001 if "max" in spec else sys.float_info.max
+        bounds = (spec.get("min", -sys.float_info.max), high)
+        if len(_bounds_by_name) < _MAX_CACHED_NAMES:
+            _bounds_by_name[name] = bounds
+    return bounds
+
+
 def validate_measure(event, now, topic=None):
     """Check a measurement event against the schema; return it, or raise InvalidArgument naming the field."""
     if not isinstance(event, dict):
@@ -73,11 +94,15 @@ def validate_measure(event, now, topic=None):
     if not metrics or len(metrics) > MAX_METRICS:
         raise InvalidArgument(f"measurement field 'metrics' must hold 1 to {MAX_METRICS} values, got {len(metrics)}")
     for name, value in metrics.items():
-        spec = MEASURE_SCHEMA.get(family_of(name)) if isinstance(name, str) else None
-        if spec is None:
+        bounds = _bounds_of(name)
+        if bounds is None:
             raise InvalidArgument(f"measurement metric {name!r:.60} is not in the schema")
+        low, high = bounds
+        if (type(value) is float or type(value) is int) and low <= value <= high:
+            continue  # the common case, checked without a call: NaN and infinities fail the comparison
         if not _finite_number(value):
             raise InvalidArgument(f"measurement metric '{name}': expected a finite number, got {value!r:.60}")
-        if value < spec.get("min", -math.inf) or value > spec.get("max", math.inf) * 1.001:
+        if not low <= value <= high:
+            spec = MEASURE_SCHEMA[family_of(name)]
             raise InvalidArgument(f"measurement metric '{name}': {value} is outside [{spec.get('min')}, {spec.get('max')}]")
     return event
