@@ -127,6 +127,9 @@ class Orchestrator:
         self.clock = clock
         self.scheduler = scheduler
         self.hosts = {}
+        # Hosts with samples waiting and no call in flight, in the order they became due; kept in step
+        # with pending/in_flight so dispatch and its checks cost O(due hosts), not O(hosts), per result.
+        self.due = {}
         self.stats = Counter()
         self.in_flight_calls = 0
         self.dispatch_call = None
@@ -170,6 +173,8 @@ class Orchestrator:
             self.stats["out_of_order"] += 1  # analysis needs increasing time; the window still keeps it
         else:
             host.pending.append(sample)
+            if not host.in_flight:
+                self.due[host.host_id] = host
             if len(host.pending) > self.config.max_pending:
                 del host.pending[0]
                 self.stats["coalesced"] += 1
@@ -183,8 +188,8 @@ class Orchestrator:
             self.dispatch_call = self.scheduler.callLater(max(delay, self.saturated_until - self.clock(), 0), self.dispatch)
 
     def due_hosts(self):
-        """Hosts with samples waiting and no call in flight."""
-        return [host for host in self.hosts.values() if host.pending and not host.in_flight]
+        """Hosts with samples waiting and no call in flight, longest due first."""
+        return list(self.due.values())
 
     def dispatch(self):
         """Send due hosts to the analyzers in batches, up to the in-flight cap."""
@@ -215,6 +220,7 @@ class Orchestrator:
         work = []
         for host in batch:
             host.in_flight = True
+            del self.due[host.host_id]
             work.append((host, host.pending))
             host.pending = []
         payload = [{"host_id": host.host_id, "state": host.state, "samples": samples} for host, samples in work]
@@ -230,6 +236,8 @@ class Orchestrator:
         self.in_flight_calls -= 1
         for host, _ in work:
             host.in_flight = False
+            if host.pending:
+                self.due[host.host_id] = host
 
     def _on_result(self, result, work, sent_at):
         results = result.get("hosts", []) if isinstance(result, dict) else []
@@ -252,7 +260,7 @@ class Orchestrator:
             done[host.host_id] = [host.analysed_seq, host.analysed_ts, host.level_name]
         # Standbys follow this (one event per call, not per host) to drop the work already done.
         self.mesh.publish(ANALYSED_URI, {"hosts": done})
-        if self.due_hosts():
+        if self.due:
             self._schedule_dispatch(0)
 
     def _on_failure(self, failure, work):
@@ -260,6 +268,8 @@ class Orchestrator:
         for host, samples in work:
             # Put the work back in front of anything newer; coalesce to the newest max_pending samples.
             host.pending = (samples + host.pending)[-self.config.max_pending:]
+            if host.pending:
+                self.due[host.host_id] = host
         error = failure.value
         uri = getattr(error, "error", None)
         self.stats["retries"] += 1
@@ -329,7 +339,7 @@ class Orchestrator:
         if not self.active:
             return
         now = self.clock()
-        if self.due_hosts():
+        if self.due:
             self._schedule_dispatch(0)
         changed = {}
         for host_id, host in self.hosts.items():
@@ -399,6 +409,8 @@ class Orchestrator:
             if host is not None and isinstance(ts, (int, float)):
                 host.analysed_seq, host.analysed_ts, host.level_name = seq, ts, level
                 host.pending = [sample for sample in host.pending if sample["ts"] > ts]
+                if not host.pending:
+                    self.due.pop(host_id, None)
 
     @on("nerve.alert.", match="prefix")
     def follow_alert(self, alert):

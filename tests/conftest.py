@@ -17,8 +17,8 @@ def router(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def orchestrator(router):
-    """One orchestrator for the session (small batches so backpressure is easy to provoke)."""
-    process = ComponentProcess(router, "orchestrator", "--batch-size", "5", "--tick", "0.5")
+    """One orchestrator for the session (small batches, spread to at most 10 hosts, so overload is easy to provoke)."""
+    process = ComponentProcess(router, "orchestrator", "--batch-size", "5", "--max-batch-size", "10", "--tick", "0.5")
     session = pytest_twisted.blockon(join(router.websocket_url))
     pytest_twisted.blockon(wait_for_callees(session, "nerve.stats", 1))
     pytest_twisted.blockon(session.leave())

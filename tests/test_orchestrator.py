@@ -216,6 +216,28 @@ def test_a_malformed_analyzer_answer_puts_the_samples_back(orchestrator, clock):
     assert orchestrator.in_flight_calls == 0 and not orchestrator.hosts["h1"].in_flight
 
 
+def test_the_due_set_follows_every_change_of_pending_work_and_calls_in_flight(orchestrator, clock):
+    def assert_due(*expected):
+        truth = [h.host_id for h in orchestrator.hosts.values() if h.pending and not h.in_flight]
+        assert sorted(orchestrator.due) == sorted(truth) == sorted(expected)
+
+    feed(orchestrator, clock, "a", 1)
+    feed(orchestrator, clock, "b", 1)
+    assert_due("a", "b")
+    clock.advance(0.1)  # dispatch: both in flight
+    assert_due()
+    feed(orchestrator, clock, "a", 2)  # a newer sample waits behind the call
+    assert_due()
+    orchestrator.mesh.calls[0][2].callback(analysed(orchestrator.mesh.calls[0][1][0]))
+    assert_due("a")
+    clock.advance(0.1)
+    orchestrator.mesh.calls[1][2].errback(ApplicationError("wamp.error.canceled", "callee disconnected"))
+    assert_due("a")  # the failed call's samples are back
+    orchestrator.active = False  # a standby drops what the active orchestrator analysed
+    orchestrator.follow_analysed({"hosts": {"a": [2, orchestrator.hosts["a"].pending[-1]["ts"], "LOW"]}})
+    assert_due()
+
+
 def answer_all(orchestrator, respond=analysed):
     for _, args, pending in orchestrator.mesh.calls:
         if not pending.called:
