@@ -53,6 +53,10 @@ bench: setup web
 	$(PY) bench/analyzer_bench.py
 	$(PY) bench/tracker_bench.py
 	$(PY) bench/tsp_bench.py
+	$(PY) bench/tuning_bench.py --setting lazy_debug_format
+	$(PY) bench/tuning_bench.py --setting tcp_nodelay --hosts 1000
+	$(PY) bench/orchestrator_bench.py
+	$(PY) bench/proxy_bench.py
 
 clean:
 	rm -rf $(VENV) web/node_modules .crossbar/runtime
