@@ -22,7 +22,7 @@ from components.config import MeshConfig
 from components.decorators import every, on, on_join, procedure
 from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from components.interest import TopicInterest
-from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, validate_measure
+from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, family_of, validate_measure
 
 log = Logger(namespace="nerve.orchestrator")
 
@@ -429,7 +429,7 @@ class Orchestrator:
         """
         if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= MAX_RECENT_SAMPLES:
             raise InvalidArgument(f"recent must be a whole number of samples from 0 to {MAX_RECENT_SAMPLES}, got {recent!r:.40}")
-        if recent and (not isinstance(metric, str) or metric.split(".", 1)[0] not in MEASURE_SCHEMA):
+        if recent and (not isinstance(metric, str) or family_of(metric) not in MEASURE_SCHEMA):
             raise InvalidArgument(f"metric must be a metric of the measurement schema (e.g. 'cpu'), got {metric!r:.60}")
         now = self.clock()
         hosts = {}
