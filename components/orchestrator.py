@@ -268,8 +268,7 @@ class Orchestrator:
         for host, samples in work:
             # Put the work back in front of anything newer; coalesce to the newest max_pending samples.
             host.pending = (samples + host.pending)[-self.config.max_pending:]
-            if host.pending:
-                self.due[host.host_id] = host
+            self.due[host.host_id] = host  # only due hosts are sent, so samples is never empty
         error = failure.value
         uri = getattr(error, "error", None)
         self.stats["retries"] += 1
