@@ -2,7 +2,6 @@
 
 import math
 import os
-import random
 import socket
 import time
 import uuid
@@ -103,38 +102,52 @@ class SystemSampler:
 
 
 class SimulatedHosts:
-    """Plausible synthetic series for many hosts: a base load, a slow wave, noise and occasional bursts."""
+    """Plausible synthetic series for many hosts: a base load, a slow wave, noise and occasional bursts.
+
+    A simulator stands in for thousands of machines on the one it runs on, so a group of hosts is
+    drawn at once with NumPy (imported here, not by a real tracker, which never needs it).
+    """
 
     def __init__(self, count, seed=0, cores=4):
-        self.rng = random.Random(seed)
+        import numpy
+
+        self.numpy = numpy
+        self.rng = numpy.random.default_rng(seed)
         self.cores = cores
         self.host_ids = [f"sim-{index:04d}" for index in range(count)]
-        self.profiles = [self._profile() for _ in range(count)]
-
-    def _profile(self):
-        rng = self.rng
-        return {"base": rng.uniform(5, 55), "amplitude": rng.uniform(2, 20), "period": rng.uniform(60, 600),
-                "phase": rng.uniform(0, 2 * math.pi), "mem": rng.uniform(25, 75), "disk": rng.uniform(30, 85),
-                "procs": rng.randint(90, 400), "burst_until": 0.0}
+        uniform = self.rng.uniform
+        self.base, self.amplitude = uniform(5, 55, count), uniform(2, 20, count)
+        self.period, self.phase = uniform(60, 600, count), uniform(0, 2 * math.pi, count)
+        self.mem, self.disk = uniform(25, 75, count), uniform(30, 85, count)
+        self.procs = self.rng.integers(90, 401, count)
+        self.burst_until = numpy.zeros(count)
+        self.names = (["cpu", "load1", "mem", "swap", "disk_used.root", "disk_read", "disk_write", "net_recv", "net_sent",
+                       "procs"] + [f"cpu_core.{index}" for index in range(cores)])
 
     def sample(self, host_index, now):
         """One reading for the host at index, as {name: value}."""
-        rng, profile = self.rng, self.profiles[host_index]
-        if profile["burst_until"] < now and rng.random() < 0.002:
-            profile["burst_until"] = now + rng.uniform(5, 30)
-        bursting = profile["burst_until"] >= now
-        wave = profile["amplitude"] * math.sin(2 * math.pi * now / profile["period"] + profile["phase"])
-        cpu = min(100.0, max(0.0, (rng.uniform(80, 99) if bursting else profile["base"] + wave) + rng.gauss(0, 3)))
-        cores = [min(100.0, max(0.0, cpu + rng.gauss(0, 8))) for _ in range(self.cores)]
-        profile["mem"] = min(95.0, max(5.0, profile["mem"] + rng.gauss(0, 0.2)))
-        metrics = {"cpu": round(cpu, 2), "load1": round(cpu / 100 * self.cores + rng.uniform(0, 0.3), 3),
-                   "mem": round(profile["mem"], 2), "swap": round(max(0.0, profile["mem"] - 70) / 3, 2),
-                   "disk_used.root": round(profile["disk"], 2),
-                   "disk_read": round(rng.lognormvariate(10, 1.5), 1), "disk_write": round(rng.lognormvariate(11, 1.5), 1),
-                   "net_recv": round(rng.lognormvariate(11, 1.2), 1), "net_sent": round(rng.lognormvariate(10.5, 1.2), 1),
-                   "procs": profile["procs"] + rng.randint(-3, 3)}
-        metrics.update({f"cpu_core.{index}": round(value, 2) for index, value in enumerate(cores)})
-        return metrics
+        return self.sample_many(slice(host_index, host_index + 1), now)[0]
+
+    def sample_many(self, hosts, now):
+        """One reading for each host selected by `hosts` (a slice or index array), as a list of {name: value}."""
+        numpy, rng = self.numpy, self.rng
+        count = len(self.base[hosts])
+        burst_until = self.burst_until[hosts]
+        starting = (burst_until < now) & (rng.random(count) < 0.002)
+        burst_until = numpy.where(starting, now + rng.uniform(5, 30, count), burst_until)
+        self.burst_until[hosts] = burst_until
+        wave = self.amplitude[hosts] * numpy.sin(2 * math.pi * now / self.period[hosts] + self.phase[hosts])
+        calm = self.base[hosts] + wave
+        cpu = numpy.clip(numpy.where(burst_until >= now, rng.uniform(80, 99, count), calm) + rng.normal(0, 3, count), 0, 100)
+        cores = numpy.clip(cpu[:, None] + rng.normal(0, 8, (count, self.cores)), 0, 100)
+        mem = self.mem[hosts] = numpy.clip(self.mem[hosts] + rng.normal(0, 0.2, count), 5, 95)
+        columns = [cpu.round(2), (cpu / 100 * self.cores + rng.uniform(0, 0.3, count)).round(3), mem.round(2),
+                   (numpy.maximum(mem - 70, 0) / 3).round(2), self.disk[hosts].round(2),
+                   rng.lognormal(10, 1.5, count).round(1), rng.lognormal(11, 1.5, count).round(1),
+                   rng.lognormal(11, 1.2, count).round(1), rng.lognormal(10.5, 1.2, count).round(1),
+                   self.procs[hosts] + rng.integers(-3, 4, count)] + list(cores.round(2).T)
+        names = self.names
+        return [dict(zip(names, values)) for values in zip(*(column.tolist() for column in columns))]
 
 
 class Tracker:
@@ -154,12 +167,13 @@ class Tracker:
         self.hostname = socket.gethostname()
         if config.hosts:
             simulated = SimulatedHosts(config.hosts, seed=config.seed)
-            self.sources = [(host_id, self.hostname, lambda now, index=index: simulated.sample(index, now))
-                            for index, host_id in enumerate(simulated.host_ids)]
+            self.host_ids = simulated.host_ids
+            self.read_slot = lambda now, slot: simulated.sample_many(slice(slot, None, config.slots), now)
         else:
             sampler = SystemSampler()
-            self.sources = [(config.host_id or local_host_id(), self.hostname, lambda now: sampler.sample())]
-        self.capacity = max(1, math.ceil(config.buffer_seconds / config.interval)) * len(self.sources)
+            self.host_ids = [config.host_id or local_host_id()]
+            self.read_slot = lambda now, slot: [sampler.sample()]
+        self.capacity = max(1, math.ceil(config.buffer_seconds / config.interval)) * len(self.host_ids)
         self.buffer = deque()
         self.unacked = {}
         self.listened = False
@@ -169,9 +183,10 @@ class Tracker:
         """The events of one slot of a round (every host when there is one slot), one per host."""
         if slot == 0:
             self.seq += 1
-        return [{"host_id": host_id, "hostname": hostname, "run": self.run_id, "seq": self.seq, "ts": round(now, 3),
-                 "interval": self.config.interval, "metrics": read(now)}
-                for host_id, hostname, read in self.sources[slot::self.config.slots]]
+        ts, interval = round(now, 3), self.config.interval
+        return [{"host_id": host_id, "hostname": self.hostname, "run": self.run_id, "seq": self.seq, "ts": ts,
+                 "interval": interval, "metrics": metrics}
+                for host_id, metrics in zip(self.host_ids[slot::self.config.slots], self.read_slot(now, slot))]
 
     @every(lambda config: config.interval / config.slots, offline=True)
     def measure_round(self):

@@ -65,13 +65,15 @@ def test_real_machine_sample_fits_the_schema():
 
 
 def test_simulated_hosts_are_plausible_and_valid():
-    hosts = SimulatedHosts(20, seed=1)
+    hosts = SimulatedHosts(200, seed=1)
     now = time.time()
-    for index, host_id in enumerate(hosts.host_ids):
-        metrics = hosts.sample(index, now)
-        validate_measure(measurement(host_id, 1, metrics, ts=now), now=now)
-        assert all(math.isfinite(value) for value in metrics.values())
+    for second in range(30):
+        for metrics, host_id in zip(hosts.sample_many(slice(0, None), now + second), hosts.host_ids):
+            validate_measure(measurement(host_id, 1, metrics, ts=now), now=now)
+            assert all(math.isfinite(value) for value in metrics.values())
     assert hosts.host_ids[0] == "sim-0000"
+    assert isinstance(hosts.sample(7, now)["procs"], int)  # counts stay integers on the wire
+    assert (hosts.burst_until > now).any()  # some hosts burst, as real machines do
 
 
 def test_every_family_declares_label_and_unit():
@@ -89,7 +91,7 @@ def test_simulated_hosts_spread_over_the_interval_each_once_per_round():
     rounds = [tracker.measurements(1000.0 + slot * 0.05, slot) for slot in range(config.slots)]
     assert max(map(len, rounds)) - min(map(len, rounds)) <= 1  # groups of equal size
     measured = [event["host_id"] for group in rounds for event in group]
-    assert sorted(measured) == sorted(tracker_host for tracker_host, _, _ in tracker.sources)  # each host once
+    assert sorted(measured) == sorted(tracker.host_ids)  # each host once
     assert {event["seq"] for group in rounds for event in group} == {1}
     assert len({group[0]["ts"] for group in rounds}) == config.slots  # at their own phase, not in one burst
     assert tracker.measurements(1001.0, 0)[0]["seq"] == 2
