@@ -56,6 +56,7 @@ bench: setup web
 	$(PY) bench/tuning_bench.py --setting lazy_debug_format
 	$(PY) bench/tuning_bench.py --setting tcp_nodelay --hosts 1000
 	$(PY) bench/orchestrator_bench.py
+	$(PY) bench/simulator_bench.py
 	$(PY) bench/proxy_bench.py
 
 clean:

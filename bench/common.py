@@ -1,13 +1,17 @@
 """What the benchmark scripts share: percentiles, CPU/RSS meters, router rates, dashboards and a flood."""
 
+import contextlib
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
 from twisted.internet import defer
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, PROJECT)
 
 from components.testing import sleep  # noqa: E402
 
@@ -75,10 +79,25 @@ with sync_playwright() as p:
 
 def open_dashboards(url, count, seconds):
     """Start `count` headless Chromium pages on the dashboard at url for `seconds`; returns their Popen objects."""
-    import subprocess
-
     return [subprocess.Popen([sys.executable, "-c", DASHBOARD_SCRIPT, url, str(seconds)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+
+
+@contextlib.contextmanager
+def source_trees(baseline=None):
+    """[(name, path)]: REV `baseline` checked out in a temporary git worktree (if given), then this checkout."""
+    trees = [("this checkout", PROJECT)]
+    worktree = None
+    try:
+        if baseline:
+            worktree = tempfile.mkdtemp(prefix="nerve-baseline-")
+            subprocess.run(["git", "-C", PROJECT, "worktree", "add", "--detach", "--force", worktree, baseline],
+                           check=True, capture_output=True)
+            trees.insert(0, (baseline, worktree))
+        yield trees
+    finally:
+        if worktree:
+            subprocess.run(["git", "-C", PROJECT, "worktree", "remove", "--force", worktree], check=False, capture_output=True)
 
 
 def router_rates(before, after):

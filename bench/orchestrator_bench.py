@@ -20,10 +20,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOTS = 20
 CALL_SECONDS = 0.03
 
@@ -97,25 +95,15 @@ def main(args):
         sys.path.insert(0, args.source)
         print(json.dumps(measure(args.hosts, args.seconds)))
         return
-    trees = [("this checkout", PROJECT)]
-    worktree = None
-    if args.baseline:
-        worktree = tempfile.mkdtemp(prefix="nerve-baseline-")
-        subprocess.run(["git", "-C", PROJECT, "worktree", "add", "--detach", "--force", worktree, args.baseline],
-                       check=True, capture_output=True)
-        trees.insert(0, (args.baseline, worktree))
+    from common import machine_line, source_trees  # noqa: E402 (not in the --source child: it imports this checkout)
+
     rows = []
-    try:
+    with source_trees(args.baseline) as trees:
         for round_index in range(args.rounds):
             for name, source in trees:
                 figures = run_in(source, args)
                 rows.append((round_index + 1, name, figures))
                 print(f"  round {round_index + 1}, {name}: {figures['us_per_measurement']:.1f} us per measurement", flush=True)
-    finally:
-        if worktree:
-            subprocess.run(["git", "-C", PROJECT, "worktree", "remove", "--force", worktree], check=False, capture_output=True)
-    from common import machine_line  # noqa: E402 (after the measurements: it puts this checkout on sys.path)
-
     print(f"{machine_line()}; {args.hosts} hosts x {args.seconds} s on a fake clock, calls answered after "
           f"{CALL_SECONDS * 1000:.0f} ms, digest every 0.25 s")
     print(f"{'round':>5} {'orchestrator':<16} {'us/measurement':>14} {'calls':>7} {'published':>9} {'analysed':>9}")

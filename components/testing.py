@@ -85,12 +85,13 @@ class RouterProcess:
 class ComponentProcess:
     """One `nerve ...` command running against a router, its output kept in a file."""
 
-    def __init__(self, router, *args, env=None):
+    def __init__(self, router, *args, env=None, source=None):
+        """Start `python -m components ARGS`; from the source tree at `source` instead of this one if given."""
         self.args = args
         self.output_path = router.workdir / f"{args[0]}-{time.monotonic_ns()}.log"
         self._output = open(self.output_path, "wb")
         self.process = subprocess.Popen([sys.executable, "-m", "components", *args], env=router.env(**(env or {})),
-                                        stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True, cwd=source)
 
     def output(self):
         """Everything the process printed so far."""
