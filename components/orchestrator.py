@@ -83,7 +83,7 @@ class HostRecord:
 
     __slots__ = ("host_id", "hostname", "run", "last_seq", "last_ts", "interval", "window", "pending",
                  "in_flight", "state", "result", "analysis", "level_name", "analysed_seq", "analysed_ts",
-                 "analyzed_at", "analyzer", "alerts", "received_at", "digest_mark")
+                 "analyzed_at", "analyzer", "alerts", "stale_at", "digest_dirty", "digest_stale")
 
     def __init__(self, host_id, max_window):
         self.host_id = host_id
@@ -104,12 +104,9 @@ class HostRecord:
         self.analyzed_at = None
         self.analyzer = None
         self.alerts = deque(maxlen=MAX_ALERTS_PER_HOST)
-        self.received_at = 0.0
-        self.digest_mark = None  # what the last digest said of this host
-
-    def level(self):
-        """The host's latest overall level, or None before its first analysis."""
-        return self.level_name
+        self.stale_at = 0.0  # when the host turns stale if nothing more arrives (clock seconds)
+        self.digest_dirty = True  # seq, level or headline values changed since the last digest
+        self.digest_stale = None  # what the last digest said of its staleness
 
 
 class Orchestrator:
@@ -164,7 +161,8 @@ class Orchestrator:
             self.stats["gaps"] += seq - host.last_seq - 1
         host.run, host.last_seq, host.interval = run, seq, event["interval"]
         host.hostname = str(event.get("hostname", host.host_id))[:255]
-        host.last_ts, host.received_at = max(host.last_ts, event["ts"]), now
+        host.last_ts, host.stale_at = max(host.last_ts, event["ts"]), now + max(self.config.stale_after, 3 * host.interval)
+        host.digest_dirty = True
         sample = {"seq": seq, "ts": event["ts"], "metrics": event["metrics"]}
         host.window.append(sample)
         while host.window and host.window[0]["ts"] < host.last_ts - self.config.window:
@@ -294,7 +292,7 @@ class Orchestrator:
     # -- output ------------------------------------------------------------------------
     def _publish_analysis(self, host, samples, analysed, analyzer, now):
         host.state, host.result, host.analysis = analysed.get("state"), analysed, None
-        host.level_name = analysed.get("level")
+        host.level_name, host.digest_dirty = analysed.get("level"), True
         last = samples[-1]
         host.analysed_seq, host.analysed_ts, host.analyzed_at, host.analyzer = last["seq"], last["ts"], round(now, 3), analyzer
         self.latencies.append(now - last["ts"])
@@ -318,15 +316,14 @@ class Orchestrator:
                              "level": described.get("level"), "metrics": described.get("metrics", {})}
         return host.analysis
 
-    def digest_entry(self, host, now):
+    @staticmethod
+    def digest_entry(host, now):
         """One host's line in the digest: level, headline values, age, staleness."""
         latest = host.window[-1]["metrics"] if host.window else {}
-        entry = {"level": host.level(), "ts": host.last_ts, "seq": host.last_seq, "stale": self._is_stale(host, now)}
-        entry.update({name: latest.get(name) for name in HEADLINE_METRICS})
+        entry = {"level": host.level_name, "ts": host.last_ts, "seq": host.last_seq, "stale": now > host.stale_at}
+        for name in HEADLINE_METRICS:
+            entry[name] = latest.get(name)
         return entry
-
-    def _is_stale(self, host, now):
-        return now - host.received_at > max(self.config.stale_after, 3 * host.interval)
 
     @every(lambda config: config.tick)
     def publish_digest(self):
@@ -341,10 +338,11 @@ class Orchestrator:
         if self.due:
             self._schedule_dispatch(0)
         changed = {}
+        # Every host is looked at each tick, so the check is two attribute reads; entries are built only for changes.
         for host_id, host in self.hosts.items():
-            mark = (host.last_seq, host.run, host.level_name, self._is_stale(host, now))
-            if mark != host.digest_mark:
-                host.digest_mark = mark
+            stale = now > host.stale_at
+            if host.digest_dirty or stale is not host.digest_stale:
+                host.digest_dirty, host.digest_stale = False, stale
                 changed[host_id] = self.digest_entry(host, now)
         self.mesh.publish("nerve.digest", {"ts": round(now, 3), "lag": self.lag_seconds(), "hosts": changed})
 
@@ -406,7 +404,7 @@ class Orchestrator:
         for host_id, (seq, ts, level) in analysed["hosts"].items():
             host = self.hosts.get(host_id)
             if host is not None and isinstance(ts, (int, float)):
-                host.analysed_seq, host.analysed_ts, host.level_name = seq, ts, level
+                host.analysed_seq, host.analysed_ts, host.level_name, host.digest_dirty = seq, ts, level, True
                 host.pending = [sample for sample in host.pending if sample["ts"] > ts]
                 if not host.pending:
                     self.due.pop(host_id, None)
