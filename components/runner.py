@@ -18,8 +18,10 @@ import txaio
 txaio.use_twisted()
 
 from autobahn.twisted.component import Component  # noqa: E402
+from autobahn.twisted.wamp import Session  # noqa: E402
+from autobahn.wamp import message  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
-from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions  # noqa: E402
+from autobahn.wamp.types import CallOptions, EventDetails, PublishOptions, RegisterOptions, SubscribeOptions  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.logger import (  # noqa: E402
     FilteringLogObserver,
@@ -146,12 +148,27 @@ def _invoker(func, mesh):
     return invoke
 
 
+def _argument_mismatch(invoke, args, kwargs):
+    """Why args and kwargs do not fit the invoked function's signature, or None when they do."""
+    try:
+        invoke.signature.bind(*args, **kwargs, **{name: None for name in invoke.extra_names})
+    except TypeError as error:
+        return str(error)
+    return None
+
+
 def event_handler(func, mesh):
     """Wrap an event handler so bad input is counted and dropped instead of killing the consumer."""
     invoke = _invoker(func, mesh)
 
     def on_event(*args, details=None, **kwargs):
         source = getattr(details, "topic", None) or func.__name__
+        # Events are one payload; only another shape pays for the signature check, which tells a sender's
+        # wrong arguments (dropped, counted) from a bug in the handler (logged).
+        mismatch = (kwargs or len(args) != 1) and _argument_mismatch(invoke, args, kwargs)
+        if mismatch:
+            mesh.count_dropped(source, InvalidArgument(mismatch))
+            return None
         try:
             result = invoke(args, kwargs, details)
         except NerveError as error:
@@ -165,7 +182,39 @@ def event_handler(func, mesh):
             result.addErrback(lambda failure: log.failure("event handler {name} failed", failure, name=func.__name__))
         return None
 
+    on_event.handles_its_failures = True
     return on_event
+
+
+def _is_nerve_handler(subscription):
+    handler = subscription.handler
+    return handler.obj is None and handler.details_arg == "details" and hasattr(handler.fn, "handles_its_failures")
+
+
+class NerveSession(Session):
+    """A WAMP session that hands plain events straight to nerve's event handlers.
+
+    Autobahn wraps every handler call in a Deferred with success and error callbacks. An
+    event_handler already counts and logs every failure and returns nothing, so for it that
+    wrapping only costs time, and an orchestrator receives one event per host per second.
+    Encrypted payloads, acknowledged delivery and other handlers keep Autobahn's path.
+    """
+
+    def onMessage(self, msg):
+        """Dispatch a plain EVENT to handlers that handle their own failures; anything else as Autobahn does."""
+        if (type(msg) is message.Event and msg.enc_algo is None and not msg.x_acknowledged_delivery
+                and not (msg.kwargs and "details" in msg.kwargs)):  # Autobahn lets its own details win over the sender's
+            subscriptions = self._subscriptions.get(msg.subscription)
+            if subscriptions and all(map(_is_nerve_handler, subscriptions)):
+                args, kwargs = msg.args or (), msg.kwargs or {}
+                for subscription in subscriptions:
+                    details = EventDetails(subscription, msg.publication, publisher=msg.publisher,
+                                           publisher_authid=msg.publisher_authid, publisher_authrole=msg.publisher_authrole,
+                                           topic=msg.topic or subscription.topic, retained=msg.retained,
+                                           transaction_hash=msg.transaction_hash, forward_for=msg.forward_for)
+                    subscription.handler.fn(*args, details=details, **kwargs)
+                return None
+        return super().onMessage(msg)
 
 
 def to_application_error(failure, uri):
@@ -184,10 +233,9 @@ def call_handler(func, mesh, uri):
     invoke = _invoker(func, mesh)
 
     def on_call(*args, details=None, **kwargs):
-        try:
-            invoke.signature.bind(*args, **kwargs, **{name: None for name in invoke.extra_names})
-        except TypeError as error:
-            raise ApplicationError(InvalidArgument.uri, f"{uri}: {error}")
+        mismatch = _argument_mismatch(invoke, args, kwargs)
+        if mismatch:
+            raise ApplicationError(InvalidArgument.uri, f"{uri}: {mismatch}")
         result = defer.maybeDeferred(invoke, args, kwargs, details)
         return result.addErrback(to_application_error, uri)
 
@@ -293,6 +341,7 @@ def run(targets, config, mesh=None, name="nerve"):
         realm=mesh_config.realm,
         authentication=mesh_config.authentication(),
         is_fatal=is_fatal,
+        session_factory=NerveSession,
     )
     component.on("join", binder.on_join)
     component.on("leave", binder.on_leave)

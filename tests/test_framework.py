@@ -7,7 +7,7 @@ from twisted.internet import defer
 from components.config import MeshConfig, uri_safe
 from components.decorators import Every, OnEvent, Procedure, bindings_of, every, on, procedure, resolve
 from components.errors import ConfigError, InvalidArgument, NotFound
-from components.runner import Mesh, call_handler, event_handler
+from components.runner import Mesh, NerveSession, call_handler, event_handler
 
 
 def plain(x):
@@ -65,6 +65,37 @@ def test_event_handler_survives_a_handler_bug_and_counts_it():
     wrapped = event_handler(lambda event: 1 / 0, mesh)
     assert wrapped({}, details=Details("t")) is None
     assert mesh.errors == {"<lambda>": 1}
+
+
+def test_event_handler_drops_events_of_the_wrong_shape_as_bad_input():
+    mesh = Mesh(config=None)
+    wrapped = event_handler(lambda event: None, mesh)
+    wrapped({}, {}, details=Details("t"))
+    wrapped({}, extra=1, details=Details("t"))
+    assert mesh.dropped == {"t": 2} and not mesh.errors
+
+
+def test_session_hands_plain_events_to_nerve_handlers_directly_and_others_to_autobahn(monkeypatch):
+    import txaio
+    from autobahn.wamp import message
+    from autobahn.wamp.request import Handler, Subscription
+
+    wrapped_by_autobahn = []
+    as_future = txaio.as_future
+    monkeypatch.setattr(txaio, "as_future", lambda fn, *args, **kwargs: (wrapped_by_autobahn.append(fn), as_future(fn, *args, **kwargs))[1])
+    seen = []
+    session = NerveSession()
+    session._session_id = 1
+    nerve = event_handler(lambda event, details: seen.append(("nerve", event, details.topic)), Mesh(config=None))
+    foreign = lambda event, details: seen.append(("foreign", event, details.topic))  # noqa: E731
+    session._subscriptions = {1: [Subscription(1, "a.", session, Handler(nerve, None, "details"))],
+                              2: [Subscription(2, "b.", session, Handler(foreign, None, "details"))]}
+    deferreds = []
+    session._swallow_error = lambda error, text: deferreds.append(error)
+    session.onMessage(message.Event(1, 10, args=[{"x": 1}], topic="a.one"))
+    session.onMessage(message.Event(2, 11, args=[{"x": 2}], topic="b.two"))
+    assert seen == [("nerve", {"x": 1}, "a.one"), ("foreign", {"x": 2}, "b.two")] and not deferreds
+    assert wrapped_by_autobahn == [foreign]  # the nerve handler skipped Autobahn's Deferred wrapping
 
 
 def test_handler_gets_details_and_mesh_only_when_it_asks():

@@ -4,6 +4,7 @@ import time
 
 import pytest
 import pytest_twisted
+from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer
 
 from components.testing import (
@@ -212,3 +213,22 @@ def test_malformed_events_are_counted_per_publisher_and_the_consumer_keeps_going
     yield session.leave()
     assert stats["dropped"]["nerve.measure.garbage-host"] - before == 5
     assert [sample["seq"] for sample in history["samples"]] == [4]
+
+
+@pytest_twisted.inlineCallbacks
+def test_keyword_arguments_from_a_publisher_neither_spoof_details_nor_stop_the_consumer(router, orchestrator, dashboard):
+    # Components take events on nerve's own dispatch path (runner.NerveSession); a sender's kwargs must not break it.
+    session = yield join(router.rawsocket_url, "tracker", "kwargs-host", router.ticket("tracker", "kwargs-host"))
+    acknowledged = PublishOptions(acknowledge=True)
+    yield session.publish("nerve.measure.kwargs-host", measurement("kwargs-host", 1, {"cpu": 1.0}), details="spoofed",
+                          options=acknowledged)
+    yield session.publish("nerve.measure.kwargs-host", measurement("kwargs-host", 2, {"cpu": 2.0}), surprise=1,
+                          options=acknowledged)
+    yield publish_acknowledged(session, "nerve.measure.kwargs-host", measurement("kwargs-host", 3, {"cpu": 3.0}))
+    yield sleep(0.5)
+    history = yield dashboard.call("nerve.history", "kwargs-host")
+    stats = yield dashboard.call("nerve.stats")
+    yield session.leave()
+    # The first is a valid measurement on its topic (the router's details win); the second does not fit the handler.
+    assert [sample["seq"] for sample in history["samples"]] == [1, 3]
+    assert stats["dropped"]["nerve.measure.kwargs-host"] == 1 and "on_measure" not in stats["handler_errors"]
