@@ -19,11 +19,14 @@ def router(tmp_path_factory):
 def orchestrator(router):
     """One orchestrator for the session (small batches, spread to at most 10 hosts, so overload is easy to provoke)."""
     process = ComponentProcess(router, "orchestrator", "--batch-size", "5", "--max-batch-size", "10", "--tick", "0.5")
-    session = pytest_twisted.blockon(join(router.websocket_url))
-    pytest_twisted.blockon(wait_for_callees(session, "nerve.stats", 1))
-    pytest_twisted.blockon(session.leave())
-    yield process
-    process.stop()
+    try:
+        session = pytest_twisted.blockon(join(router.websocket_url))
+        pytest_twisted.blockon(wait_for_callees(session, "nerve.stats", 1))
+        pytest_twisted.blockon(session.leave())
+        yield process
+    finally:
+        # Also when it never came up: a failed set-up must not leave an orchestrator running after the session.
+        process.stop()
 
 
 @pytest.fixture
