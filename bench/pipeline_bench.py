@@ -1,7 +1,7 @@
 """Ceiling vs pipeline, in one run: how close the full mesh gets to what the router alone can route.
 
     .venv/bin/python bench/pipeline_bench.py [--hosts 500,1000,1500,2000,3000] [--seconds 20] [--dashboards 2]
-        [--variant NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS] ...]
+        [--variant NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS] ...] [--baseline REV]
 
 1. Ceiling: through one router started with the project's config, one publisher floods ~80-byte
    events to one subscriber (RawSocket + msgpack, as backend components connect); first with a
@@ -17,7 +17,9 @@
    details), router messages/s and CPU, and the CPU of every process.
 Each `--variant` (default: one, the defaults) runs the whole ladder with its own orchestrator
 and simulator arguments, so optimisations are compared in one run, e.g. `--variant "before=
---analysis-events all --analysis-wire full --tick 1 // --aligned"`. The summary gives hosts sustained, the ratio of the router's
+--analysis-events all --analysis-wire full --tick 1 // --aligned"`; `--baseline REV` first runs
+the ladder with the orchestrator, analyzers and simulator of git revision REV (a temporary
+worktree; the router is this checkout's). The summary gives hosts sustained, the ratio of the router's
 message rate at that load to the ceiling, and the router's messages per CPU second in the
 pipeline against the flood's (how well the pipeline spends the router, whatever else the machine
 runs). Without `--dashboards 0` the two Chromium pages share the machine with the pipeline.
@@ -31,7 +33,9 @@ import psutil
 
 from twisted.internet import defer, task
 
-from common import CpuMeter, busy_share, flood, machine_line, open_dashboards, percentile, router_rates  # noqa: E402 (puts the project on sys.path)
+from common import (CpuMeter, busy_share, flood, machine_line, open_dashboards, percentile, router_rates,  # noqa: E402
+                    source_trees)  # (common puts the project on sys.path)
+from components.config import uri_safe  # noqa: E402
 from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
 
 PROBES = 20
@@ -54,22 +58,25 @@ def ceiling(router, observer, role, authid, events):
 
 
 @defer.inlineCallbacks
-def pipeline_step(router, observer, processes, hosts, seconds, simulator_args):
+def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, source):
     """Run H simulated hosts; returns the step's figures."""
-    latencies = []
-    probes = [f"sim-{index:04d}" for index in range(0, hosts, max(1, hosts // PROBES))][:PROBES]
+    latencies, deliveries = [], []
+    # One probe per stride, each in another of the simulator's 20 slots: hosts of one slot measure at one instant.
+    probes = [f"sim-{index + k:04d}" for k, index in enumerate(range(0, hosts, max(1, hosts // PROBES)))][:PROBES]
     recording = [False]
 
     def on_analysis(analysis):
         if recording[0]:
-            latencies.append(time.time() - analysis["ts"])
+            now = time.time()
+            latencies.append(now - analysis["ts"])
+            deliveries.append(now - analysis["analyzed_at"])  # from the orchestrator holding the result to here
 
     subscriptions = []
     for host_id in probes:
         subscription = yield observer.subscribe(on_analysis, f"nerve.analysis.{host_id}")
         subscriptions.append(subscription)
     simulator = ComponentProcess(router, "tracker", "--hosts", str(hosts), "--interval", "1", "--authid", f"sim-{hosts}",
-                                 *simulator_args)
+                                 *simulator_args, source=source)
     try:
         yield sleep(WARM_UP)
         meters = [CpuMeter("router", router.process.pid)] + [CpuMeter(name, p.pid) for name, p in processes]
@@ -96,6 +103,7 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args):
             "lost": stats_after.get("gaps", 0) - stats_before.get("gaps", 0), "lag": stats_after.get("lag_seconds", 0.0),
             "p50": latency.get("p50_ms", float("nan")), "p99": latency.get("p99_ms", float("nan")),
             "probe_p50": percentile(latencies, 0.5) * 1000, "probe_p99": percentile(latencies, 0.99) * 1000,
+            "delivery_p50": percentile(deliveries, 0.5) * 1000, "delivery_p99": percentile(deliveries, 0.99) * 1000,
             "messages": messages, "router_cpu": router_cpu, "usage": usage,
             "per_host": messages / hosts, "machine_busy": busy_share(machine_before, machine_after)}
 
@@ -107,10 +115,11 @@ def sustained(step, seconds):
 
 
 @defer.inlineCallbacks
-def run_variant(router, observer, name, orchestrator_args, simulator_args, args, dashboards):
-    """The host ladder with one orchestrator configuration; returns the steps."""
-    processes = [("orchestrator", ComponentProcess(router, "orchestrator", *orchestrator_args))]
-    processes += [(f"analyzer-{k + 1}", ComponentProcess(router, "analyzer", "--authid", f"{name}-analyzer-{k + 1}"))
+def run_variant(router, observer, name, orchestrator_args, simulator_args, source, args, dashboards):
+    """The host ladder with one orchestrator configuration and the components of one source tree; returns the steps."""
+    processes = [("orchestrator", ComponentProcess(router, "orchestrator", *orchestrator_args, source=source))]
+    processes += [(f"analyzer-{k + 1}", ComponentProcess(router, "analyzer", "--authid", uri_safe(f"{name}-analyzer-{k + 1}"),
+                                                         source=source))
                   for k in range(args.analyzers)]
     steps = []
     try:
@@ -118,10 +127,11 @@ def run_variant(router, observer, name, orchestrator_args, simulator_args, args,
         yield sleep(2)
         for hosts in args.hosts:
             step = yield pipeline_step(router, observer, [(n, p.process) for n, p in processes] + dashboards, hosts,
-                                       args.seconds, simulator_args)
+                                       args.seconds, simulator_args, source)
             steps.append(step)
             print(f"  [{name}] {hosts} hosts: lost {step['lost']}, p99 {step['p99']:.0f} ms, lag {step['lag']} s, "
-                  f"router {step['messages']:,.0f} msg/s", flush=True)
+                  f"router {step['messages']:,.0f} msg/s; orchestrator to subscriber p50/p99 {step['delivery_p50']:.0f}/"
+                  f"{step['delivery_p99']:.0f} ms", flush=True)
             if not sustained(step, args.seconds):
                 break
             yield sleep(3)  # the previous simulator's hosts go stale; let the digest settle
@@ -143,9 +153,12 @@ def main(reactor, args):
         per_host_auth = yield ceiling(router, observer, "tracker", "ceiling-host", args.events)
         dashboards = open_dashboards(router.http_url, args.dashboards, 24 * 3600)
         yield sleep(5)
-        for name, orchestrator_args, simulator_args in args.variant:
-            results[name] = yield run_variant(router, observer, name, orchestrator_args, simulator_args, args,
-                                              [(f"dashboard-{k + 1}", page) for k, page in enumerate(dashboards)])
+        pages = [(f"dashboard-{k + 1}", page) for k, page in enumerate(dashboards)]
+        with source_trees(args.baseline) as trees:
+            variants = [(name, [], [], source) for name, source in trees[:-1]]  # the baseline, if any, first
+            variants += [(name, orchestrator_args, simulator_args, None) for name, orchestrator_args, simulator_args in args.variant]
+            for name, orchestrator_args, simulator_args, source in variants:
+                results[name] = yield run_variant(router, observer, name, orchestrator_args, simulator_args, source, args, pages)
         yield observer.leave()
     finally:
         for dashboard in dashboards:
@@ -203,6 +216,7 @@ if __name__ == "__main__":
     parser.add_argument("--dashboards", type=int, default=2)
     parser.add_argument("--variant", type=parse_variant, action="append",
                         help="NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS] (repeatable)")
+    parser.add_argument("--baseline", help="a git revision whose components to run the ladder with first")
     parsed = parser.parse_args()
     parsed.variant = parsed.variant or [("default", [], [])]
     task.react(main, (parsed,))
