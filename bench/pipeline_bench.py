@@ -58,8 +58,8 @@ def ceiling(router, observer, role, authid, events):
 
 
 @defer.inlineCallbacks
-def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, source):
-    """Run H simulated hosts; returns the step's figures."""
+def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, source=None):
+    """Run H simulated hosts (the simulator from the source tree at `source`, or this one); returns the step's figures."""
     latencies, deliveries = [], []
     # One probe per stride, each in another of the simulator's 20 slots: hosts of one slot measure at one instant.
     probes = [f"sim-{index + k:04d}" for k, index in enumerate(range(0, hosts, max(1, hosts // PROBES)))][:PROBES]
