@@ -210,9 +210,9 @@ def _check_ts(value, path, host_id):
 
 
 def _load_state(state, path, host_id):
-    """The host's last ts and {name: raw row} from its state; the rows themselves are checked in bulk later."""
+    """The host's last ts, metric names and raw rows (a float64 block, or lists) from its state; rows are checked later."""
     if state is None:
-        return None, {}
+        return None, [], []
     if not isinstance(state, dict):
         raise _bad(path, f"expected a dict or None, got {type(state).__name__}", host_id)
     if state.get("version") not in (STATE_VERSION, COMPACT_STATE_VERSION):
@@ -221,7 +221,12 @@ def _load_state(state, path, host_id):
     last_ts = state.get("ts")
     if last_ts is not None:
         last_ts = _check_ts(last_ts, f"{path}.ts", host_id)
-    metrics = state.get("metrics") if state["version"] == STATE_VERSION else _unpack_rows(state, path, host_id)
+    if state["version"] == COMPACT_STATE_VERSION:
+        names, block = _unpack_rows(state, path, host_id)
+        if names and last_ts is None:
+            raise _bad(f"{path}.ts", "expected a number when metrics are present, got None", host_id)
+        return last_ts, names, block
+    metrics = state.get("metrics")
     if not isinstance(metrics, dict):
         raise _bad(f"{path}.metrics", f"expected a dict, got {type(metrics).__name__}", host_id)
     if not set(map(type, metrics)) <= {str} or "" in metrics:
@@ -229,13 +234,13 @@ def _load_state(state, path, host_id):
         raise _bad(f"{path}.metrics[{name!r}]", "metric names must be non-empty strings", host_id)
     if metrics and last_ts is None:
         raise _bad(f"{path}.ts", "expected a number when metrics are present, got None", host_id)
-    return last_ts, metrics
+    return last_ts, list(metrics), list(metrics.values())
 
 
 def _unpack_rows(state, path, host_id):
-    """{name: row} from a compact state's names and binary rows; the rows are checked with the others later."""
+    """(names, rows as one float64 block) from a compact state; the rows are checked with the others later."""
     names, rows = state.get("names"), state.get("rows")
-    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+    if not isinstance(names, list) or not set(map(type, names)) <= {str} or "" in names:
         raise _bad(f"{path}.names", "expected a list of non-empty metric names", host_id)
     if len(set(names)) != len(names):
         raise _bad(f"{path}.names", "metric names must be unique", host_id)
@@ -243,7 +248,7 @@ def _unpack_rows(state, path, host_id):
         got = f"{len(rows)} bytes" if isinstance(rows, bytes) else type(rows).__name__
         raise _bad(f"{path}.rows", f"expected {len(names) * _ROW_BYTES} bytes ({STATE_WIDTH} float64 per name), got {got}",
                    host_id)
-    return dict(zip(names, np.frombuffer(rows, dtype="<f8").reshape(-1, STATE_WIDTH)))
+    return names, np.frombuffer(rows, dtype="<f8").reshape(-1, STATE_WIDTH)
 
 
 def _pack_rows(matrix):
@@ -269,17 +274,20 @@ def _state_row_problem(row, last_ts):
     return None
 
 
-def _state_matrix(raw_rows, last_ts, where):
-    """The state rows as one float matrix, checked in bulk; the slow per-row check only runs to name a bad row."""
+def _state_matrix(groups, last_ts, where):
+    """The hosts' state rows (one group per host) as one float matrix, checked in bulk; the slow per-row check only
+    runs to name a bad row."""
     matrix = None
-    if raw_rows and all(type(row) is np.ndarray for row in raw_rows):  # compact states: already float64 rows
-        matrix = np.vstack(raw_rows)
-    elif (set(map(type, raw_rows)) <= {list, tuple} and set(map(len, raw_rows)) <= {STATE_WIDTH}
-            and set(map(type, chain.from_iterable(raw_rows))) <= {float, int}):
-        try:
-            matrix = np.fromiter(chain.from_iterable(raw_rows), np.float64, count=len(raw_rows) * STATE_WIDTH)
-        except OverflowError:
-            matrix = None
+    if groups and set(map(type, groups)) == {np.ndarray}:  # compact states: a float64 block per host
+        matrix = raw_rows = np.concatenate(groups)  # its rows are iterated below only to name a bad one
+    else:
+        raw_rows = list(chain.from_iterable(groups))
+        if (set(map(type, raw_rows)) <= {list, tuple} and set(map(len, raw_rows)) <= {STATE_WIDTH}
+                and set(map(type, chain.from_iterable(raw_rows))) <= {float, int}):
+            try:
+                matrix = np.fromiter(chain.from_iterable(raw_rows), np.float64, count=len(raw_rows) * STATE_WIDTH)
+            except OverflowError:
+                matrix = None
     if matrix is not None:
         matrix = matrix.reshape(-1, STATE_WIDTH)
         levels = np.isin(matrix[:, _LEVEL], (-1, 0, 1, 2)) & np.isin(matrix[:, _CAND], (-1, 0, 1, 2))
@@ -347,17 +355,17 @@ def _gather(hosts):
         if not isinstance(host_id, str) or not host_id:
             raise InvalidArgument(f"{path}.host_id: expected a non-empty string, got {host_id!r}")
         batch.host_ids.append(host_id)
-        last_ts, rows = _load_state(host.get("state"), f"{path}.state", host_id)
+        last_ts, known, rows = _load_state(host.get("state"), f"{path}.state", host_id)
         samples = host.get("samples")
         if not isinstance(samples, list):
             raise _bad(f"{path}.samples", f"expected a list, got {type(samples).__name__}", host_id)
-        known = list(rows)
         base = len(names)
         row_of = dict(zip(known, range(base, base + len(known))))
         names.extend(known)
         host_of_row.extend([h] * len(known))
         batch.state_rows.extend(range(base, base + len(known)))
-        state_raw.extend([rows[name] for name in known])
+        if len(known):
+            state_raw.append(rows)
         state_ts.extend([last_ts] * len(known))
         times, seqs = [], []
         previous = last_ts
@@ -631,17 +639,19 @@ def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams(),
     results = []
     for h, host_id in enumerate(batch.host_ids):
         live = sorted(batch.host_rows[h].items())
-        if not all(alive_l[row] for _, row in live):
+        live_names, rows = [name for name, _ in live], [row for _, row in live]
+        if not all(map(alive_l.__getitem__, rows)):
             live = [(name, row) for name, row in live if alive_l[row]]
-        host_level = max((level_rank[row] for _, row in live), default=-1)
+            live_names, rows = [name for name, _ in live], [row for _, row in live]
+        host_level = max(map(level_rank.__getitem__, rows), default=-1)
         # sort is stable, so two changes of one metric at one sample keep their order
-        changes = [entry for _, _, entry in sorted(changes_by_host[h], key=lambda item: (item[0], item[1]))]
+        changes = ([entry for _, _, entry in sorted(changes_by_host[h], key=lambda item: (item[0], item[1]))]
+                   if changes_by_host[h] else [])
         result = {"host_id": host_id, "level": LEVELS[host_level] if host_level >= 0 else None, "changes": changes}
         if compact:
-            rows = [row for _, row in live]
             result["state"] = {"version": COMPACT_STATE_VERSION, "ts": batch.host_last[h],
-                               "names": [name for name, _ in live], "rows": _pack_rows(st[rows])}
-            result["anomaly"] = [anomaly_l[row] for row in rows]
+                               "names": live_names, "rows": _pack_rows(st[rows])}
+            result["anomaly"] = list(map(anomaly_l.__getitem__, rows))
         else:
             result["state"] = {"version": STATE_VERSION, "ts": batch.host_last[h],
                                "metrics": {name: state_l[row] for name, row in live}}
