@@ -115,7 +115,8 @@ class Mesh:
         if not self.connected:
             return defer.fail(ApplicationError("nerve.error.unavailable", "not connected to the router"))
         options = CallOptions(on_progress=on_progress) if on_progress else None
-        result = self.session.call(uri, *args, options=options, **kwargs)
+        # Autobahn raises a call it cannot send (too big, unserializable) at once; callers get it as a failure.
+        result = defer.maybeDeferred(self.session.call, uri, *args, options=options, **kwargs)
         if timeout:
             from twisted.internet import reactor
 

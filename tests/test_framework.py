@@ -67,6 +67,23 @@ def test_event_handler_survives_a_handler_bug_and_counts_it():
     assert mesh.errors == {"<lambda>": 1}
 
 
+def test_a_call_autobahn_cannot_send_comes_back_as_a_failure_not_an_exception():
+    from autobahn.exception import PayloadExceededError
+
+    class RefusingSession:
+        def is_attached(self):
+            return True
+
+        def call(self, uri, *args, **kwargs):
+            raise PayloadExceededError("tried to send RawSocket message with size 9000000 exceeding payload limit")
+
+    mesh = Mesh(config=None)
+    mesh.session = RefusingSession()
+    failures = []
+    mesh.call("nerve.analyze", []).addErrback(failures.append)
+    assert len(failures) == 1 and failures[0].check(PayloadExceededError)
+
+
 def test_event_handler_drops_events_of_the_wrong_shape_as_bad_input():
     mesh = Mesh(config=None)
     wrapped = event_handler(lambda event: None, mesh)
