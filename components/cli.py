@@ -201,8 +201,9 @@ def analyzer(thresholds, **kwargs):
               help="Seconds of samples kept per host.")
 @click.option("--batch-size", envvar="NERVE_BATCH_SIZE", default=100, show_default=True, type=int, show_envvar=True,
               help="Hosts per nerve.analyze call.")
-@click.option("--max-batch-size", envvar="NERVE_MAX_BATCH_SIZE", default=1000, show_default=True, type=int,
-              show_envvar=True, help="Hosts per call when a backlog is spread over the free analyzer slots.")
+@click.option("--max-batch-size", envvar="NERVE_MAX_BATCH_SIZE", default=2500, show_default=True, type=int,
+              show_envvar=True, help="Hosts per call when a backlog is spread over the free analyzer slots "
+              "(calls also stay under 6 MiB).")
 @click.option("--batch-delay", envvar="NERVE_BATCH_DELAY", default=0.02, show_default=True, type=float, show_envvar=True,
               help="Seconds to gather hosts into a call after the first new measurement (latency vs calls).")
 @click.option("--analysis-events", envvar="NERVE_ANALYSIS_EVENTS", default="subscribed", show_default=True,

@@ -44,6 +44,11 @@ ANALYSIS_SCHEMA = {
 }
 MAX_ALERTS_PER_HOST = 50
 MAX_RECENT_SAMPLES = 600  # nerve.snapshot's recent values per host: 10 min at 1 Hz
+# A nerve.analyze call must stay under the router's max_message_size (8 MiB in .crossbar/config.json, tested):
+# a backlog of samples per host after an analyzer outage would otherwise make the call unsendable.
+MAX_CALL_BYTES = 6 * 2**20
+STATE_BYTES_PER_METRIC = 160  # a compact state row (15 float64) and its name, with msgpack framing; generous
+SAMPLE_BYTES_PER_METRIC = 24  # one metric of one pending sample (name and float)
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class OrchestratorConfig:
     tick: float = 0.25
     window: float = 300.0
     batch_size: int = 100
-    max_batch_size: int = 1000
+    max_batch_size: int = 2500
     batch_delay: float = 0.02
     max_in_flight: int = 16
     max_pending: int = 600
@@ -210,9 +215,21 @@ class Orchestrator:
         for slot in range(free):
             if start >= len(due):
                 break
-            end = start + (size if slot < big else small)
+            end = self._within_call_bytes(due, start, start + (size if slot < big else small))
             self._send(due[start:end])
             start = end
+
+    @staticmethod
+    def _within_call_bytes(due, start, end):
+        """The end (after start, at most `end`) that keeps due[start:end]'s call under MAX_CALL_BYTES (estimated)."""
+        budget = MAX_CALL_BYTES
+        for index in range(start, min(end, len(due))):
+            host = due[index]
+            metrics = len(host.window[-1]["metrics"]) if host.window else 0
+            budget -= 100 + metrics * (STATE_BYTES_PER_METRIC + SAMPLE_BYTES_PER_METRIC * len(host.pending))
+            if budget < 0 and index > start:
+                return index
+        return end
 
     def _send(self, batch):
         work = []

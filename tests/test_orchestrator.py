@@ -1,5 +1,10 @@
 """The orchestrator's logic as plain methods: dedupe, gaps, batching, backpressure, coalescing, publishing."""
 
+import json
+import re
+from pathlib import Path
+
+import msgpack
 import pytest
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, task
@@ -8,7 +13,7 @@ from components.analysis import analyze_batch
 from components.config import MeshConfig
 from components.interest import TopicInterest, wildcard_matches
 from components.errors import ConfigError, InvalidArgument, NotFound
-from components.orchestrator import Orchestrator, OrchestratorConfig
+from components.orchestrator import MAX_CALL_BYTES, Orchestrator, OrchestratorConfig
 from components.testing import measurement
 
 
@@ -121,6 +126,35 @@ def test_a_backlog_is_spread_over_the_proven_slots_and_a_probe_stays_small(clock
     mesh.calls[-1][2].errback(ApplicationError("crossbar.error.max_concurrency_reached", "busy"))
     assert orchestrator.capacity == 2.0 and orchestrator.proven_slots == 2
     assert sum(1 for host in orchestrator.hosts.values() if host.pending and not host.in_flight) == 2
+
+
+def test_a_call_stays_under_the_router_message_limit_whatever_the_backlog(clock):
+    # After an analyzer outage every host holds many samples; one call of them all would exceed the router's
+    # max_message_size, and Autobahn would refuse to send it at all.
+    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), batch_size=2, max_batch_size=5000, max_pending=600,
+                                max_in_flight=1)
+    orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+    metrics = dict({f"cpu_core.{core}": 1.0 for core in range(300)}, cpu=1.0)
+    for seq in range(1, 41):
+        for index in range(40):
+            orchestrator.on_measure(measurement(f"h{index}", seq, metrics, ts=clock.seconds()))
+        clock.advance(0.001)
+    orchestrator.active, mesh, sizes = True, orchestrator.mesh, []
+    while orchestrator.due:
+        orchestrator.dispatch()
+        calls, mesh.calls = mesh.calls, []
+        assert calls, "due hosts but nothing sent"
+        for _, args, pending in calls:
+            sizes.append(len(msgpack.packb(args[0])))
+            pending.callback(analysed(args[0]))
+    assert sum(orchestrator.stats[key] for key in ("gaps", "coalesced")) == 0
+    assert len(sizes) > 1 and max(sizes) < MAX_CALL_BYTES, sizes
+
+
+def test_the_call_limit_is_below_every_router_message_limit():
+    config = json.loads((Path(__file__).parent.parent / ".crossbar" / "config.json").read_text())
+    limits = [int(value) for value in re.findall(r'"max_message_size": (\d+)', json.dumps(config))]
+    assert limits and MAX_CALL_BYTES < min(limits)
 
 
 def test_max_batch_size_below_the_batch_size_is_refused():
