@@ -309,7 +309,7 @@ class Orchestrator:
     # -- output ------------------------------------------------------------------------
     def _publish_analysis(self, host, samples, analysed, analyzer, now):
         host.state, host.result, host.analysis = analysed.get("state"), analysed, None
-        host.level_name, host.digest_dirty = analysed.get("level"), True
+        self._set_level(host, analysed.get("level"))
         last = samples[-1]
         host.analysed_seq, host.analysed_ts, host.analyzed_at, host.analyzer = last["seq"], last["ts"], round(now, 3), analyzer
         self.latencies.append(now - last["ts"])
@@ -332,6 +332,12 @@ class Orchestrator:
                              "ts": host.analysed_ts, "analyzed_at": host.analyzed_at, "analyzer": host.analyzer,
                              "level": described.get("level"), "metrics": described.get("metrics", {})}
         return host.analysis
+
+    @staticmethod
+    def _set_level(host, level):
+        # Only a new level puts the host in the next digest: an unchanged one would send every host twice a second.
+        if level != host.level_name:
+            host.level_name, host.digest_dirty = level, True
 
     @staticmethod
     def digest_entry(host, now):
@@ -421,7 +427,8 @@ class Orchestrator:
         for host_id, (seq, ts, level) in analysed["hosts"].items():
             host = self.hosts.get(host_id)
             if host is not None and isinstance(ts, (int, float)):
-                host.analysed_seq, host.analysed_ts, host.level_name, host.digest_dirty = seq, ts, level, True
+                host.analysed_seq, host.analysed_ts = seq, ts
+                self._set_level(host, level)
                 host.pending = [sample for sample in host.pending if sample["ts"] > ts]
                 if not host.pending:
                     self.due.pop(host_id, None)

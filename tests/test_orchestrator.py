@@ -99,6 +99,29 @@ def test_due_hosts_are_batched_and_results_published(orchestrator, clock):
     assert digest["hosts"]["a"]["level"] == "HIGH" and digest["hosts"]["a"]["cpu"] == 90.0
 
 
+def test_the_digest_carries_a_host_when_its_sample_or_level_changes_not_when_an_analysis_repeats(orchestrator, clock):
+    mesh = orchestrator.mesh
+
+    def digest_after(step):
+        step()
+        orchestrator.publish_digest()
+        return sorted(mesh.topics("nerve.digest")[-1]["hosts"])
+
+    def answer(level):
+        for _, args, pending in mesh.calls:
+            if not pending.called:
+                pending.callback(analysed(args[0], level))
+
+    assert digest_after(lambda: (feed(orchestrator, clock, "a", 1), clock.advance(0.1))) == ["a"]
+    assert digest_after(lambda: answer("LOW")) == ["a"]  # its first level
+    assert digest_after(lambda: None) == []
+    assert digest_after(lambda: (feed(orchestrator, clock, "a", 2), clock.advance(0.1))) == ["a"]
+    assert digest_after(lambda: answer("LOW")) == [], "the same level again is not news"
+    assert digest_after(lambda: (feed(orchestrator, clock, "a", 3), clock.advance(0.1))) == ["a"]
+    assert digest_after(lambda: answer("HIGH")) == ["a"]
+    assert mesh.topics("nerve.digest")[-1]["hosts"]["a"]["level"] == "HIGH"
+
+
 def sizes_of_calls(mesh, since=0):
     """Hosts per nerve.analyze call, in the order sent."""
     return [len(args[0]) for _, args, _ in mesh.calls[since:]]
