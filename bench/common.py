@@ -1,10 +1,8 @@
 """What the benchmark scripts share: percentiles, CPU/RSS meters, router rates, dashboards and a flood."""
 
-import contextlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import psutil
@@ -81,23 +79,6 @@ def open_dashboards(url, count, seconds):
     """Start `count` headless Chromium pages on the dashboard at url for `seconds`; returns their Popen objects."""
     return [subprocess.Popen([sys.executable, "-c", DASHBOARD_SCRIPT, url, str(seconds)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
-
-
-@contextlib.contextmanager
-def source_trees(baseline=None):
-    """[(name, path)]: REV `baseline` checked out in a temporary git worktree (if given), then this checkout."""
-    trees = [("this checkout", PROJECT)]
-    worktree = None
-    try:
-        if baseline:
-            worktree = tempfile.mkdtemp(prefix="nerve-baseline-")
-            subprocess.run(["git", "-C", PROJECT, "worktree", "add", "--detach", "--force", worktree, baseline],
-                           check=True, capture_output=True)
-            trees.insert(0, (baseline, worktree))
-        yield trees
-    finally:
-        if worktree:
-            subprocess.run(["git", "-C", PROJECT, "worktree", "remove", "--force", worktree], check=False, capture_output=True)
 
 
 def router_rates(before, after):

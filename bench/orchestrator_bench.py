@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from trees import add_tree_arguments, best_of_trees, source_trees
+
 SLOTS = 20
 CALL_SECONDS = 0.03
 
@@ -95,7 +97,7 @@ def main(args):
         sys.path.insert(0, args.source)
         print(json.dumps(measure(args.hosts, args.seconds)))
         return
-    from common import machine_line, source_trees  # noqa: E402 (not in the --source child: it imports this checkout)
+    from common import machine_line  # noqa: E402 (not in the --source child: it imports this checkout)
 
     rows = []
     with source_trees(args.baseline) as trees:
@@ -110,18 +112,13 @@ def main(args):
     for round_index, name, figures in rows:
         print(f"{round_index:>5} {name:<16} {figures['us_per_measurement']:>14.1f} {figures['calls']:>7} "
               f"{figures['published']:>9} {figures['analysed']:>9}")
-    best = {name: min(f["us_per_measurement"] for _, n, f in rows if n == name) for name, _ in trees}
-    summary = ", ".join(f"{name} {value:.1f} us" for name, value in best.items())
-    if args.baseline:
-        summary += f" ({best['this checkout'] / best[args.baseline]:.2f}x the baseline's CPU)"
+    summary = best_of_trees(trees, [(name, figures["us_per_measurement"]) for _, name, figures in rows], args.baseline,
+                            lambda value: f"{value:.1f} us")
     print(f"summary: orchestrator CPU per measurement at {args.hosts} hosts, best of {args.rounds}: {summary}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=5000)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", help="a git revision whose orchestrator to compare with")
+    add_tree_arguments(parser, "orchestrator", hosts=5000, seconds=10, rounds=3)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     main(parser.parse_args())

@@ -33,10 +33,10 @@ import psutil
 
 from twisted.internet import defer, task
 
-from common import (CpuMeter, busy_share, flood, machine_line, open_dashboards, percentile, router_rates,  # noqa: E402
-                    source_trees)  # (common puts the project on sys.path)
+from common import CpuMeter, busy_share, flood, machine_line, open_dashboards, percentile, router_rates  # noqa: E402 (puts the project on sys.path)
 from components.config import uri_safe  # noqa: E402
 from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
+from trees import source_trees  # noqa: E402
 
 PROBES = 20
 WARM_UP = 8.0

@@ -18,8 +18,9 @@ import tempfile
 from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task
 
-from common import CpuMeter, machine_line, source_trees  # noqa: E402 (puts the project on sys.path)
+from common import CpuMeter, machine_line  # noqa: E402 (puts the project on sys.path)
 from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_until  # noqa: E402
+from trees import add_tree_arguments, best_of_trees, source_trees  # noqa: E402
 
 WARM_UP = 5.0
 
@@ -71,17 +72,12 @@ def main(reactor, args):
     print(f"{'round':>5} {'simulator':<16} {'CPU % of a core':>15} {'us per host':>11} {'delivered/s':>11}")
     for round_index, name, cpu, delivered in rows:
         print(f"{round_index:>5} {name:<16} {cpu:>15.1f} {cpu / 100 / args.hosts * 1e6:>11.1f} {delivered:>11.0f}")
-    best = {name: min(cpu for _, n, cpu, _ in rows if n == name) for name, _ in trees}
-    summary = ", ".join(f"{name} {cpu:.1f} % ({cpu / 100 / args.hosts * 1e6:.1f} us per host)" for name, cpu in best.items())
-    if args.baseline:
-        summary += f" ({best['this checkout'] / best[args.baseline]:.2f}x the baseline's CPU)"
+    summary = best_of_trees(trees, [(name, cpu) for _, name, cpu, _ in rows], args.baseline,
+                            lambda cpu: f"{cpu:.1f} % ({cpu / 100 / args.hosts * 1e6:.1f} us per host)")
     print(f"summary: simulator CPU at {args.hosts} hosts, best of {args.rounds}: {summary}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=5000)
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--baseline", help="a git revision whose simulator to compare with")
+    add_tree_arguments(parser, "simulator", hosts=5000, seconds=15.0, rounds=2)
     task.react(main, (parser.parse_args(),))
