@@ -364,7 +364,7 @@ def _gather(hosts):
         names.extend(known)
         host_of_row.extend([h] * len(known))
         batch.state_rows.extend(range(base, base + len(known)))
-        if len(known):
+        if known:
             state_raw.append(rows)
         state_ts.extend([last_ts] * len(known))
         times, seqs = [], []
@@ -638,11 +638,8 @@ def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams(),
 
     results = []
     for h, host_id in enumerate(batch.host_ids):
-        live = sorted(batch.host_rows[h].items())
+        live = [item for item in sorted(batch.host_rows[h].items()) if alive_l[item[1]]]
         live_names, rows = [name for name, _ in live], [row for _, row in live]
-        if not all(map(alive_l.__getitem__, rows)):
-            live = [(name, row) for name, row in live if alive_l[row]]
-            live_names, rows = [name for name, _ in live], [row for _, row in live]
         host_level = max(map(level_rank.__getitem__, rows), default=-1)
         # sort is stable, so two changes of one metric at one sample keep their order
         changes = ([entry for _, _, entry in sorted(changes_by_host[h], key=lambda item: (item[0], item[1]))]

@@ -364,7 +364,7 @@ class Orchestrator:
         # Every host is looked at each tick, so the check is two attribute reads; entries are built only for changes.
         for host_id, host in self.hosts.items():
             stale = now > host.stale_at
-            if host.digest_dirty or stale is not host.digest_stale:
+            if host.digest_dirty or stale != host.digest_stale:
                 host.digest_dirty, host.digest_stale = False, stale
                 changed[host_id] = self.digest_entry(host, now)
         self.mesh.publish("nerve.digest", {"ts": round(now, 3), "lag": self.lag_seconds(), "hosts": changed})
