@@ -68,6 +68,39 @@ def test_orchestrator_survives_any_measurement_and_keeps_windows_clean(payload, 
             validate_measure(event, now=time.time())
 
 
+# A valid measurement with at most one field at an edge of validity, so both outcomes are common.
+VALID = {"host_id": "web-01", "seq": 5, "ts": NOW, "interval": 1.0, "metrics": {"cpu": 50.5, "mem": 20.0}, "run": "r1"}
+EDGES = {
+    "host_id": ["", "Web", "a" * 65, 7, "web-01"],
+    "seq": [0, -1, True, 1.0, 2**70],
+    "ts": [NOW + 59.0, NOW + 61.0, NOW - 86399.0, NOW - 86401.0, float("nan"), float("inf"), int(NOW)],
+    "interval": [0.5, 0.0, -1.0, float("inf"), float("nan"), 1, True],
+    "metrics": [{}, {"gpu": 1.0}, {"": 1.0}, {3: 1.0}, {f"cpu_core.{core}": 1.0 for core in range(513)}]
+    + [{"cpu": value} for value in (0, 0.0, -0.0, 100, 100.0, 100.1, 100.2, -1e-9, 2**70, float("nan"), float("inf"), True, "1")],
+}
+near_valid = st.one_of(st.just(VALID), st.sampled_from(sorted(EDGES)).flatmap(
+    lambda field: st.sampled_from(EDGES[field]).map(lambda value: dict(VALID, **{field: value}))))
+
+
+@FUZZ
+@given(payload=st.one_of(near_valid, payloads), topic_host=st.sampled_from(["web-01", "web-01", "other"]),
+       known=st.booleans())
+def test_the_fast_check_of_a_measurement_accepts_exactly_what_the_full_check_accepts(payload, topic_host, known):
+    from components import measure
+
+    topic = f"nerve.measure.{topic_host}"
+    measure._bounds_by_name.clear()
+    if known:  # names seen before; others take the full check, which caches them
+        measure._bounds_of("cpu"), measure._bounds_of("mem")
+    outcomes = []
+    for check in (measure.validate_measure, measure._validate_fully):
+        try:
+            outcomes.append(check(payload, NOW, topic) is payload)
+        except InvalidArgument:
+            outcomes.append("refused")
+    assert outcomes[0] == outcomes[1], (payload, outcomes)
+
+
 samples = st.lists(st.one_of(
     st.fixed_dictionaries({"seq": st.integers(0, 100), "ts": st.one_of(st.floats(1e9, 2e9), scalars),
                            "metrics": st.one_of(st.dictionaries(metric_names, metric_values, max_size=4), anything)}),
