@@ -119,8 +119,6 @@ def _validate_fully(event, now, topic):
         if bounds is None:
             raise InvalidArgument(f"measurement metric {name!r:.60} is not in the schema")
         low, high = bounds
-        if (type(value) is float or type(value) is int) and low <= value <= high:
-            continue  # the common case, checked without a call: NaN and infinities fail the comparison
         if not _finite_number(value):
             raise InvalidArgument(f"measurement metric '{name}': expected a finite number, got {value!r:.60}")
         if not low <= value <= high:

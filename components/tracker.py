@@ -168,11 +168,11 @@ class Tracker:
         if config.hosts:
             simulated = SimulatedHosts(config.hosts, seed=config.seed)
             self.host_ids = simulated.host_ids
-            self.read_slot = lambda now, slot: simulated.sample_many(slice(slot, None, config.slots), now)
+            self.read = lambda now, hosts: simulated.sample_many(hosts, now)
         else:
             sampler = SystemSampler()
             self.host_ids = [config.host_id or local_host_id()]
-            self.read_slot = lambda now, slot: [sampler.sample()]
+            self.read = lambda now, hosts: [sampler.sample()]
         self.capacity = max(1, math.ceil(config.buffer_seconds / config.interval)) * len(self.host_ids)
         self.buffer = deque()
         self.unacked = {}
@@ -183,10 +183,10 @@ class Tracker:
         """The events of one slot of a round (every host when there is one slot), one per host."""
         if slot == 0:
             self.seq += 1
-        ts, interval = round(now, 3), self.config.interval
+        ts, interval, hosts = round(now, 3), self.config.interval, slice(slot, None, self.config.slots)
         return [{"host_id": host_id, "hostname": self.hostname, "run": self.run_id, "seq": self.seq, "ts": ts,
                  "interval": interval, "metrics": metrics}
-                for host_id, metrics in zip(self.host_ids[slot::self.config.slots], self.read_slot(now, slot))]
+                for host_id, metrics in zip(self.host_ids[hosts], self.read(now, hosts))]
 
     @every(lambda config: config.interval / config.slots, offline=True)
     def measure_round(self):
