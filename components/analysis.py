@@ -37,6 +37,10 @@ A compact result is `{"host_id", "state" (version 2), "level", "anomaly": [score
 "changes"}`: everything else a full result holds is a function of the state, and
 `describe_compact` rebuilds it exactly (the orchestrator does so only for hosts someone watches).
 
+A whole batch can travel packed: the list of host entries (and the list of results) as one
+MessagePack binary value (`pack_batch` / `unpack_batch`). The router then decodes and re-encodes
+one value per call instead of some fifty per host (docs/benchmarks.md has what that saves).
+
 How each output is made, per metric:
 
 - level: the first value sets it directly. Then the value gives a target relative to the current
@@ -70,6 +74,7 @@ from dataclasses import dataclass
 from itertools import chain
 from types import MappingProxyType
 
+import msgpack
 import numpy as np
 
 from components.errors import InvalidArgument
@@ -254,6 +259,22 @@ def _unpack_rows(state, path, host_id):
 def _pack_rows(matrix):
     """Rows of floats as the compact state's little-endian float64 bytes."""
     return np.ascontiguousarray(matrix, dtype="<f8").tobytes()
+
+
+def pack_batch(items):
+    """A list of host entries or results as one MessagePack binary value, which routers forward without decoding."""
+    return msgpack.packb(items, use_bin_type=True)
+
+
+def unpack_batch(data, path="hosts"):
+    """The list a pack_batch value holds; InvalidArgument naming `path` if the bytes are not one MessagePack array."""
+    try:
+        items = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException) as error:
+        raise InvalidArgument(f"{path}: packed bytes are not one MessagePack value ({error})") from None
+    if not isinstance(items, list):
+        raise InvalidArgument(f"{path}: packed bytes must hold a list, got {type(items).__name__}")
+    return items
 
 
 def _state_row_problem(row, last_ts):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from twisted.internet import reactor, threads
 from twisted.logger import Logger
 
-from components.analysis import DEFAULT_THRESHOLDS, AnalysisParams, analyze_batch
+from components.analysis import DEFAULT_THRESHOLDS, AnalysisParams, analyze_batch, pack_batch, unpack_batch
 from components.config import MeshConfig
 from components.decorators import every, procedure
 from components.errors import ConfigError, InvalidArgument
@@ -57,14 +57,23 @@ class Analyzer:
 
     @procedure("nerve.analyze", invoke="roundrobin", concurrency=lambda config: config.concurrency)
     def analyze(self, hosts, compact=False):
-        """Analyse a batch of hosts' new samples against their states; returns states and results (compact: wire form)."""
-        if not isinstance(hosts, list) or len(hosts) > MAX_HOSTS_PER_CALL:
-            raise InvalidArgument(f"hosts must be a list of at most {MAX_HOSTS_PER_CALL} host entries")
+        """Analyse a batch of hosts' new samples against their states; returns states and results (compact: wire form).
+
+        `hosts` may come packed (analysis.pack_batch); the answer's hosts are then packed too.
+        """
+        if not isinstance(hosts, (list, bytes)):
+            raise InvalidArgument(f"hosts must be a list of host entries or that list packed as MessagePack bytes, "
+                                  f"got {type(hosts).__name__}")
         if not isinstance(compact, bool):
             raise InvalidArgument(f"compact must be true or false, got {compact!r:.40}")
         return threads.deferToThread(self._analyze, hosts, compact)
 
     def _analyze(self, hosts, compact):
+        packed = isinstance(hosts, bytes)
+        if packed:
+            hosts = unpack_batch(hosts)
+        if len(hosts) > MAX_HOSTS_PER_CALL:
+            raise InvalidArgument(f"hosts must be at most {MAX_HOSTS_PER_CALL} host entries, got {len(hosts)}")
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -81,7 +90,7 @@ class Analyzer:
         with self.lock:
             self.served += 1
             self.hosts_analyzed += len(results)
-        return {"analyzer": self.mesh.config.mesh.authid, "hosts": results}
+        return {"analyzer": self.mesh.config.mesh.authid, "hosts": pack_batch(results) if packed else results}
 
     @every(1.0)
     def publish_load(self):

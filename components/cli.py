@@ -209,9 +209,10 @@ def analyzer(thresholds, **kwargs):
 @click.option("--analysis-events", envvar="NERVE_ANALYSIS_EVENTS", default="subscribed", show_default=True,
               type=click.Choice(["subscribed", "all"]), show_envvar=True,
               help="Publish nerve.analysis.<host> only while someone subscribes to it, or always.")
-@click.option("--analysis-wire", default="compact", show_default=True, type=click.Choice(["compact", "full"]),
-              help="How nerve.analyze answers travel: binary state (compact) or readable lists (full, for debugging).")
-def orchestrator(analysis_wire, **kwargs):
+@click.option("--analysis-wire", default="packed", show_default=True, type=click.Choice(["packed", "compact", "full"]),
+              help="How nerve.analyze calls travel: each batch as one binary value the router passes on undecoded "
+              "(packed), as lists the router decodes (compact), or with readable results (full, for debugging).")
+def orchestrator(**kwargs):
     """Subscribe measurements, farm analysis out to analyzers, publish analysis, alerts and the digest."""
     from components.orchestrator import Orchestrator, OrchestratorConfig
     from components.runner import Mesh
@@ -219,8 +220,7 @@ def orchestrator(analysis_wire, **kwargs):
     common, own = split_mesh(kwargs)
     if common["authid"] is None:
         common["authid"] = "orchestrator"
-    config = checked(OrchestratorConfig, mesh=build_mesh_config("orchestrator", **common),
-                     compact_calls=analysis_wire == "compact", **own)
+    config = checked(OrchestratorConfig, mesh=build_mesh_config("orchestrator", **common), **own)
     mesh = Mesh(config)
     run_or_exit([Orchestrator(config, mesh)], config, mesh, "orchestrator")
 

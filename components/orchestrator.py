@@ -17,7 +17,7 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from components.analysis import describe_compact
+from components.analysis import describe_compact, pack_batch, unpack_batch
 from components.config import MeshConfig
 from components.decorators import every, on, on_join, procedure
 from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
@@ -31,6 +31,9 @@ LEADER_URI = "nerve.orchestrator.leader"
 ANALYSED_URI = "nerve.orchestrator.analysed"
 ANALYSIS_TOPIC_PREFIX = "nerve.analysis."
 ANALYSIS_EVENTS = ("subscribed", "all")
+# How nerve.analyze calls travel: the batch as one binary value with compact results (packed), the same as
+# MessagePack lists the router decodes (compact), or readable results too (full, for debugging).
+ANALYSIS_WIRES = ("packed", "compact", "full")
 LATENCY_SAMPLES = 10000
 BACKPRESSURE_ERRORS = ("crossbar.error.max_concurrency_reached",)
 NO_ANALYZER_ERRORS = ("wamp.error.no_such_procedure", "wamp.error.no_such_registration")
@@ -66,11 +69,13 @@ class OrchestratorConfig:
     call_timeout: float = 30.0
     stale_after: float = 5.0
     analysis_events: str = "subscribed"
-    compact_calls: bool = True
+    analysis_wire: str = "packed"
 
     def __post_init__(self):
         if self.analysis_events not in ANALYSIS_EVENTS:
             raise ConfigError(f"analysis events must be one of {', '.join(ANALYSIS_EVENTS)}, got {self.analysis_events!r}")
+        if self.analysis_wire not in ANALYSIS_WIRES:
+            raise ConfigError(f"analysis wire must be one of {', '.join(ANALYSIS_WIRES)}, got {self.analysis_wire!r}")
         for name in ("tick", "window", "call_timeout", "stale_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -242,8 +247,10 @@ class Orchestrator:
         self.in_flight_calls += 1
         self.stats["calls"] += 1
         sent_at = self.clock()
-        options = {"compact": True} if self.config.compact_calls else {}
-        call = self.mesh.call(ANALYZE_URI, payload, timeout=self.config.call_timeout, **options)
+        wire = self.config.analysis_wire
+        options = {} if wire == "full" else {"compact": True}
+        call = self.mesh.call(ANALYZE_URI, pack_batch(payload) if wire == "packed" else payload,
+                              timeout=self.config.call_timeout, **options)
         call.addCallbacks(self._on_result, self._on_failure, callbackArgs=(work, sent_at), errbackArgs=(work,))
         call.addErrback(lambda failure: log.failure("handling an analysis result failed", failure))
 
@@ -254,11 +261,22 @@ class Orchestrator:
             if host.pending:
                 self.due[host.host_id] = host
 
+    @staticmethod
+    def _results_of(answer, hosts):
+        """The per-host results of an analyzer's answer, unpacked if packed; InvalidArgument unless one per host."""
+        results = answer.get("hosts", []) if isinstance(answer, dict) else []
+        if isinstance(results, bytes):
+            results = unpack_batch(results, "analyzer answer hosts")
+        if not isinstance(results, list) or len(results) != hosts:
+            count = len(results) if isinstance(results, list) else type(results).__name__
+            raise InvalidArgument(f"analyzer returned {count} results for {hosts} hosts")
+        return results
+
     def _on_result(self, result, work, sent_at):
-        results = result.get("hosts", []) if isinstance(result, dict) else []
-        if len(results) != len(work):
+        try:
+            results = self._results_of(result, len(work))
+        except InvalidArgument as error:
             # A malformed answer is a failed call: the samples go back to their hosts, not into the void.
-            error = InvalidArgument(f"analyzer returned {len(results)} results for {len(work)} hosts")
             return self._on_failure(Failure(error), work)
         self.proven_slots = max(self.proven_slots, self.in_flight_calls)
         self._finish(work)

@@ -7,6 +7,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import RegisterOptions, SubscribeOptions
 from twisted.internet import defer
 
+from components.analysis import pack_batch, unpack_batch
 from components.testing import EventLog, join, measurement, publish_acknowledged, sleep, wait_for_callees, wait_until
 
 
@@ -114,6 +115,31 @@ def test_concurrency_cap_holds_and_backpressure_loses_no_host(router, orchestrat
                      timeout=5, message="a load event counting every analysed host")
     slow = loads.payloads("nerve.analyzer.analyzer-slow")
     assert max(p["max_in_flight"] for p in slow) == 1, slow
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_packed_batch_comes_back_packed_and_bad_bytes_get_a_clear_error(router, start, dashboard):
+    yield wait_for_callees(dashboard, "nerve.analyze", 0)
+    start("analyzer", "--authid", "analyzer-packed")
+    yield wait_for_callees(dashboard, "nerve.analyze", 1)
+    caller = yield join(router.rawsocket_url, "orchestrator", "packed-caller", router.ticket("orchestrator", "packed-caller"),
+                        serializers=("msgpack",))
+    try:
+        hosts = [{"host_id": "packed-1", "state": None, "samples": [{"seq": 1, "ts": time.time(), "metrics": {"cpu": 99.0}}]}]
+        answer = yield caller.call("nerve.analyze", pack_batch(hosts), compact=True)
+        results = unpack_batch(answer["hosts"])
+        assert answer["analyzer"] == "analyzer-packed"
+        assert [(r["host_id"], r["level"], r["state"]["names"]) for r in results] == [("packed-1", "HIGH", ["cpu"])]
+        for bad, fix in ((b"\xc1", "not one MessagePack value"), (pack_batch({"packed-1": hosts[0]}), "must hold a list"),
+                         (pack_batch(hosts * 5001), "at most 5000 host entries")):
+            try:
+                yield caller.call("nerve.analyze", bad, compact=True)
+            except ApplicationError as error:
+                assert error.error == "nerve.error.invalid_argument" and fix in error.error_message(), error
+            else:
+                raise AssertionError(f"nerve.analyze accepted {bad[:20]!r}")
+    finally:
+        yield caller.leave()
 
 
 @pytest_twisted.inlineCallbacks

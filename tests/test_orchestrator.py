@@ -3,13 +3,15 @@
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgpack
 import pytest
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, task
 
-from components.analysis import analyze_batch
+from components.analysis import analyze_batch, pack_batch, unpack_batch
+from components.analyzer import Analyzer, AnalyzerConfig
 from components.config import MeshConfig
 from components.interest import TopicInterest, wildcard_matches
 from components.errors import ConfigError, InvalidArgument, NotFound
@@ -24,7 +26,7 @@ class RecordingMesh:
 
     def __init__(self):
         self.published = []
-        self.calls = []
+        self.calls, self.wire = [], []
         self.dropped, self.errors = {}, {}
 
     def publish(self, topic, payload, **options):
@@ -32,7 +34,9 @@ class RecordingMesh:
 
     def call(self, uri, *args, **kwargs):
         pending = defer.Deferred()
-        self.calls.append((uri, args, pending))
+        self.wire.append((args, kwargs))
+        # Tests read the hosts of a call; a packed batch is unpacked here, what travelled stays in `wire`.
+        self.calls.append((uri, tuple(unpack_batch(a) if isinstance(a, bytes) else a for a in args), pending))
         return pending
 
     def topics(self, prefix):
@@ -265,10 +269,12 @@ def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did
     assert orchestrator.snapshot()["hosts"]["h1"]["level"] == "LOW"
 
 
-def test_a_malformed_analyzer_answer_puts_the_samples_back(orchestrator, clock):
+@pytest.mark.parametrize("hosts", [[], b"\xc1 is no MessagePack", pack_batch({"h1": {}}), pack_batch([]), {"h1": {}}])
+def test_a_malformed_analyzer_answer_puts_the_samples_back(orchestrator, clock, hosts):
     feed(orchestrator, clock, "h1", 1)
     clock.advance(0.1)
-    orchestrator.mesh.calls[0][2].callback({"analyzer": "broken", "hosts": []})
+    orchestrator.mesh.calls[0][2].callback({"analyzer": "broken", "hosts": hosts})
+    assert orchestrator.stats["retries"] == 1
     assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [1]
     assert orchestrator.in_flight_calls == 0 and not orchestrator.hosts["h1"].in_flight
 
@@ -367,6 +373,31 @@ def test_the_digest_carries_only_what_changed_and_is_sent_every_tick(orchestrato
     clock.advance(60)  # both go quiet: the flip to stale is news
     orchestrator.publish_digest()
     assert {h: e["stale"] for h, e in mesh.topics("nerve.digest")[-1]["hosts"].items()} == {"a": True, "b": True}
+
+
+def test_a_packed_batch_travels_as_one_binary_value_and_gives_the_analysis_lists_give(clock):
+    # The router then decodes one value per call instead of every field of every host.
+    analyzer_config = AnalyzerConfig(mesh=MeshConfig(role="analyzer", authid="analyzer-t"))
+    analyzer = Analyzer(analyzer_config, SimpleNamespace(config=analyzer_config))
+    events, wires = {}, {}
+    for wire in ("compact", "packed"):
+        config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), analysis_wire=wire)
+        orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+        orchestrator.active, orchestrator.interest.loaded = True, False  # publish every analysis
+        for seq, cpu in enumerate((10.0, 90.0, 95.0, 97.0)):
+            for host_id in ("a", "b"):
+                feed(orchestrator, clock, host_id, seq, cpu=cpu)
+            clock.advance(0.1)
+            for (args, options), (_, _, pending) in zip(orchestrator.mesh.wire, orchestrator.mesh.calls):
+                if not pending.called:
+                    pending.callback(analyzer._analyze(args[0], options["compact"]))
+            clock.advance(0.9)
+        events[wire] = [{k: v for k, v in e.items() if k not in ("ts", "analyzed_at")}
+                        for e in orchestrator.mesh.topics("nerve.analysis.")]
+        wires[wire] = {(type(args[0]).__name__, options["compact"]) for args, options in orchestrator.mesh.wire}
+    assert wires == {"compact": {("list", True)}, "packed": {("bytes", True)}}
+    assert len(events["packed"]) == 8 and events["packed"] == events["compact"]
+    assert events["packed"][-1]["metrics"]["cpu"]["level"] == "HIGH"
 
 
 def test_compact_analyzer_answers_become_the_same_analysis_events_as_full_ones(orchestrator, clock):
