@@ -6,7 +6,6 @@ while a call for it is in flight or the analyzers are saturated, new samples que
 on the host (bounded), never in an unbounded global queue.
 """
 
-import itertools
 import math
 import time
 from collections import Counter, deque
@@ -23,6 +22,7 @@ from components.decorators import every, on, on_join, procedure
 from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from components.interest import TopicInterest
 from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, family_of, validate_measure
+from components.window import SampleWindow
 
 log = Logger(namespace="nerve.orchestrator")
 
@@ -91,7 +91,7 @@ class OrchestratorConfig:
 class HostRecord:
     """What the orchestrator knows of one host."""
 
-    __slots__ = ("host_id", "hostname", "run", "last_seq", "last_ts", "interval", "window", "pending",
+    __slots__ = ("host_id", "hostname", "run", "last_seq", "last_ts", "interval", "window", "latest_metrics", "pending",
                  "in_flight", "state", "result", "analysis", "level_name", "analysed_seq", "analysed_ts",
                  "analyzed_at", "analyzer", "alerts", "stale_at", "digest_dirty", "digest_stale")
 
@@ -102,7 +102,8 @@ class HostRecord:
         self.last_seq = -1
         self.last_ts = 0.0
         self.interval = 1.0
-        self.window = deque(maxlen=max_window)
+        self.window = SampleWindow(max_window)
+        self.latest_metrics = {}  # of the sample received last
         self.pending = []
         self.in_flight = False
         self.state = None
@@ -173,14 +174,14 @@ class Orchestrator:
         host.hostname = str(event.get("hostname", host.host_id))[:255]
         host.last_ts, host.stale_at = max(host.last_ts, event["ts"]), now + max(self.config.stale_after, 3 * host.interval)
         host.digest_dirty = True
-        sample = {"seq": seq, "ts": event["ts"], "metrics": event["metrics"]}
-        host.window.append(sample)
-        while host.window and host.window[0]["ts"] < host.last_ts - self.config.window:
-            host.window.popleft()
-        if host.pending and sample["ts"] <= host.pending[-1]["ts"]:
+        ts, metrics = event["ts"], event["metrics"]
+        host.latest_metrics = metrics
+        host.window.append(seq, ts, metrics)
+        host.window.drop_before(host.last_ts - self.config.window)
+        if host.pending and ts <= host.pending[-1]["ts"]:
             self.stats["out_of_order"] += 1  # analysis needs increasing time; the window still keeps it
         else:
-            host.pending.append(sample)
+            host.pending.append({"seq": seq, "ts": ts, "metrics": metrics})
             if not host.in_flight:
                 self.due[host.host_id] = host
             if len(host.pending) > self.config.max_pending:
@@ -230,7 +231,7 @@ class Orchestrator:
         budget = MAX_CALL_BYTES
         for index in range(start, min(end, len(due))):
             host = due[index]
-            metrics = len(host.window[-1]["metrics"]) if host.window else 0
+            metrics = len(host.latest_metrics)
             budget -= 100 + metrics * (STATE_BYTES_PER_METRIC + SAMPLE_BYTES_PER_METRIC * len(host.pending))
             if budget < 0 and index > start:
                 return index
@@ -360,7 +361,7 @@ class Orchestrator:
     @staticmethod
     def digest_entry(host, now):
         """One host's line in the digest: level, headline values, age, staleness."""
-        latest = host.window[-1]["metrics"] if host.window else {}
+        latest = host.latest_metrics
         entry = {"level": host.level_name, "ts": host.last_ts, "seq": host.last_seq, "stale": now > host.stale_at}
         for name in HEADLINE_METRICS:
             entry[name] = latest.get(name)
@@ -475,9 +476,7 @@ class Orchestrator:
         for host_id, host in self.hosts.items():
             entry = hosts[host_id] = dict(self.digest_entry(host, now), hostname=host.hostname)
             if recent:
-                latest_first = (sample["metrics"].get(metric) for sample in reversed(host.window))
-                values = [value for value in itertools.islice(latest_first, recent) if value is not None]
-                entry["recent"] = values[::-1]
+                entry["recent"] = host.window.latest_values(metric, recent)
         return {"ts": round(now, 3), "schema": self.schema(), "hosts": hosts}
 
     @procedure("nerve.history", invoke="first")
@@ -486,7 +485,7 @@ class Orchestrator:
         host = self._known_host(host_id)
         if since is not None and (not isinstance(since, (int, float)) or isinstance(since, bool)):
             raise InvalidArgument(f"since must be epoch seconds (a number), got {since!r:.40}")
-        samples = [sample for sample in host.window if since is None or sample["ts"] > since]
+        samples = host.window.samples(since)
         return {"host_id": host_id, "hostname": host.hostname, "samples": samples,
                 "analysis": self.analysis_of(host), "alerts": list(host.alerts)}
 
@@ -497,7 +496,7 @@ class Orchestrator:
         host = self._known_host(host_id)
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds <= self.config.window:
             raise InvalidArgument(f"seconds must be a number in (0, {self.config.window:g}], got {seconds!r:.40}")
-        samples = [sample for sample in host.window if sample["ts"] >= host.last_ts - seconds]
+        samples = [sample for sample in host.window.samples() if sample["ts"] >= host.last_ts - seconds]
         samples.sort(key=lambda sample: sample["ts"])
         payload = [{"host_id": host_id, "state": None, "samples": samples}]
         for attempt in range(20):

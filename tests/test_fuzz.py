@@ -63,7 +63,7 @@ def test_orchestrator_survives_any_measurement_and_keeps_windows_clean(payload, 
     topic = f"nerve.measure.{payload.get('host_id') if isinstance(payload, dict) and isinstance(payload.get('host_id'), str) else topic_host}"
     CONSUMER(payload, details=Topic(topic))  # must never raise
     for host in ORCHESTRATOR.hosts.values():
-        for sample in host.window:
+        for sample in host.window.samples():
             event = {"host_id": host.host_id, "seq": sample["seq"], "ts": sample["ts"], "interval": 1.0, "metrics": sample["metrics"]}
             validate_measure(event, now=time.time())
 
