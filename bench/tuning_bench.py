@@ -3,7 +3,7 @@
     .venv/bin/python bench/tuning_bench.py --setting lazy_debug_format [--hosts 3000] [--seconds 20] [--rounds 2]
     .venv/bin/python bench/tuning_bench.py --setting tcp_nodelay --hosts 1000
 
-The settings are router/tuning.py's (`tcp_nodelay`, `lazy_debug_format`), each on by default.
+The settings are router/tuning.py's (`tcp_nodelay`, `lazy_debug_format`, `freeze_startup_heap`), each on by default.
 Alternating for `--rounds` rounds, a router is started with the setting on and then off (the
 router config's component extra `tuning`); with each router:
 1. the ceiling flood of pipeline_bench (one publisher, one subscriber, RawSocket + msgpack,
@@ -11,7 +11,9 @@ router config's component extra `tuning`); with each router:
    per routed message;
 2. one pipeline_bench step (an orchestrator, two analyzers, a simulator of `--hosts` hosts at
    1 Hz, 8 s warm-up, then `--seconds`): measurement-to-analysis p50/p99 at the orchestrator and
-   at a subscriber of 20 hosts, the analyze call round trip, router messages/s and CPU.
+   at a subscriber of 20 hosts, the analyze call round trip, router messages/s and CPU, and the
+   router worker's garbage collections: ms per second during the step, and the longest one since
+   the router started.
 No dashboards. For tcp_nodelay the components get `--tcp-nodelay` / `--no-tcp-nodelay` too, so
 Nagle's algorithm is on or off on both sides.
 """
@@ -69,14 +71,15 @@ def main(reactor, args):
           f"{args.seconds:.0f} s per pipeline row")
     print(f"{'round':>5} {args.setting:>17} {'flood ev/s':>10} {'flood msg/s':>11} {'flood CPU':>9} {'us/msg':>6} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'probe p99':>9} {'call p50':>8} {'call p99':>8} {'lost':>5} {'router msg/s':>12} "
-          f"{'router CPU':>10} {'us/msg':>6}")
+          f"{'router CPU':>10} {'us/msg':>6} {'GC ms/s':>7} {'longest GC':>10}")
     for round_index, on, step in rows:
         delivered, flood_messages, flood_cpu = step["flood"]
         print(f"{round_index:>5} {'on' if on else 'off':>17} {delivered:>10,.0f} {flood_messages:>11,.0f} {flood_cpu:>8.0f}% "
               f"{flood_cpu * 1e4 / flood_messages:>6.1f} {step['p50']:>7.0f} {step['p99']:>7.0f} {step['probe_p99']:>9.0f} "
               f"{step['call'].get('p50_ms', float('nan')):>8.0f} {step['call'].get('p99_ms', float('nan')):>8.0f} "
               f"{step['lost']:>5} {step['messages']:>12,.0f} {step['router_cpu']:>9.0f}% "
-              f"{step['router_cpu'] * 1e4 / step['messages']:>6.1f}")
+              f"{step['router_cpu'] * 1e4 / step['messages']:>6.1f} {step['gc']['router'][0]:>7.1f} "
+              f"{step['gc']['router'][1]:>8.0f} ms")
 
     def best(on, pick, better=min):
         return better(pick(step) for _, setting, step in rows if setting is on)

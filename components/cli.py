@@ -80,9 +80,11 @@ def skip_unused_modules():
 
 
 def run_or_exit(targets, config, mesh, name):
-    """Run the component and exit with its code."""
+    """Run the component, its garbage collections timed (nerve.stats reports them), and exit with its code."""
+    from components.gc_pauses import time_collections
     from components.runner import run
 
+    time_collections()
     sys.exit(run(targets, config, mesh=mesh, name=name))
 
 

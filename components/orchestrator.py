@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from components.analysis import describe_compact, pack_batch, unpack_batch
 from components.config import MeshConfig
 from components.decorators import every, on, on_join, procedure
+from components.gc_pauses import collection_stats
 from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from components.interest import TopicInterest
 from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, family_of, validate_measure
@@ -531,13 +532,13 @@ class Orchestrator:
 
     @procedure("nerve.stats", invoke="first")
     def get_stats(self):
-        """Counters: received, analysed, duplicates, gaps, dropped per publisher, backlog and calls in flight."""
+        """Counters: received, analysed, duplicates, gaps, dropped per publisher, backlog, calls in flight, collections."""
         backlog = sum(len(host.pending) for host in self.hosts.values())
         return dict(self.stats, active=self.active, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
                     capacity=round(self.capacity, 2), analysis_latency=_percentiles_ms(self.latencies),
                     call_time=_percentiles_ms(self.call_times), arrival_latency=_percentiles_ms(self.arrivals),
                     watched_hosts=sum(self.interest.wants(ANALYSIS_TOPIC_PREFIX + host_id) for host_id in self.hosts),
-                    lag_seconds=self.lag_seconds(),
+                    lag_seconds=self.lag_seconds(), gc=collection_stats(),
                     dropped=dict(self.mesh.dropped), handler_errors=dict(self.mesh.errors))
 
 

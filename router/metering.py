@@ -10,6 +10,8 @@ from collections import Counter
 from crossbar.router.router import Router
 from crossbar.router.session import RouterSession
 
+from components.gc_pauses import collection_stats, time_collections
+
 STATS_URI = "nerve.router.stats"
 
 received = Counter()
@@ -30,13 +32,14 @@ def _counted_send(self, session, msg):
 
 
 def count_messages():
-    """Count every message the router worker receives from and sends to sessions (idempotent)."""
+    """Count every message the router worker receives from and sends to sessions, and time its collections (idempotent)."""
     RouterSession.onMessage = _counted_on_message
     Router.send = _counted_send
+    time_collections()
 
 
 def router_stats():
-    """Messages received and sent by type since the worker started, and the worker's CPU seconds."""
-    return {"since": _started, "now": time.time(), "cpu_seconds": time.process_time(),
+    """Messages received and sent by type since the worker started, the worker's CPU seconds and its collections."""
+    return {"since": _started, "now": time.time(), "cpu_seconds": time.process_time(), "gc": collection_stats(),
             "received": dict(received), "sent": dict(sent),
             "received_total": sum(received.values()), "sent_total": sum(sent.values())}

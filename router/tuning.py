@@ -5,6 +5,7 @@ Each setting is on by default; the router config's component extra `"tuning"` ca
 """
 
 import functools
+import gc
 import importlib
 from types import MappingProxyType
 
@@ -12,7 +13,7 @@ from crossbar.router.protocol import WampRawSocketServerProtocol
 
 from components.errors import ConfigError
 
-DEFAULT_SETTINGS = MappingProxyType({"tcp_nodelay": True, "lazy_debug_format": True})
+DEFAULT_SETTINGS = MappingProxyType({"tcp_nodelay": True, "lazy_debug_format": True, "freeze_startup_heap": True})
 settings = dict(DEFAULT_SETTINGS)
 
 _original_connection_made = WampRawSocketServerProtocol.connectionMade
@@ -87,3 +88,9 @@ def configure(overrides=None):
     settings.update(DEFAULT_SETTINGS, **overrides)
     WampRawSocketServerProtocol.connectionMade = _connection_made_without_nagle
     _set_lazy_log_helpers(settings["lazy_debug_format"])
+    # Crossbar's modules, classes and functions live as long as the worker; frozen, the full collections
+    # that stop all routing no longer walk them (freeze_startup_heap).
+    if settings["freeze_startup_heap"]:
+        gc.freeze()
+    else:
+        gc.unfreeze()

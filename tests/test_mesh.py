@@ -143,6 +143,22 @@ def test_a_packed_batch_comes_back_packed_and_bad_bytes_get_a_clear_error(router
 
 
 @pytest_twisted.inlineCallbacks
+def test_router_and_orchestrator_report_their_messages_and_garbage_collections(router, orchestrator):
+    operator = yield join(router.rawsocket_url, "operator", "stats-reader", router.ticket("operator", "stats-reader"),
+                          serializers=("msgpack",))
+    try:
+        before = yield operator.call("nerve.router.stats")
+        yield defer.DeferredList([operator.call("nerve.stats") for _ in range(50)])
+        after = yield operator.call("nerve.router.stats")
+        stats = yield operator.call("nerve.stats")
+    finally:
+        yield operator.leave()
+    assert after["received"]["Call"] - before["received"]["Call"] >= 51 and after["cpu_seconds"] > before["cpu_seconds"]
+    for collections in (after["gc"], stats["gc"]):
+        assert collections["count"] > 0 and 0 < collections["max_seconds"] <= collections["seconds"], collections
+
+
+@pytest_twisted.inlineCallbacks
 def test_anonymous_dashboard_cannot_publish_measurements_or_register_analyze(dashboard):
     try:
         yield publish_acknowledged(dashboard, "nerve.measure.x", measurement("x", 1, {"cpu": 1.0}))

@@ -1,6 +1,7 @@
 """Router-side tuning that runs inside the Crossbar worker, checked as plain code."""
 
 import ast
+import gc
 import importlib
 import inspect
 import pprint
@@ -35,10 +36,23 @@ def test_crossbar_formats_lazily_unless_the_tuning_turns_it_off():
         tuning.configure({"lazy_debug_format": False})
         assert crossbar_router.pformat is pprint.pformat
         assert isinstance(crossbar_broker.hlid("nerve.measure.a"), str)
-        assert tuning.settings == {"tcp_nodelay": True, "lazy_debug_format": False}
+        assert tuning.settings == {"tcp_nodelay": True, "lazy_debug_format": False, "freeze_startup_heap": True}
     finally:
         tuning.configure()
+        gc.unfreeze()  # this is the test process, not a router worker
     assert tuning.settings == dict(tuning.DEFAULT_SETTINGS)
+
+
+def test_the_router_freezes_its_startup_heap_unless_the_tuning_turns_it_off():
+    # Frozen, Crossbar's own objects are no longer walked by the full collections that stop all routing.
+    try:
+        tuning.configure()
+        assert gc.get_freeze_count() > 10000
+        tuning.configure({"freeze_startup_heap": False})
+        assert gc.get_freeze_count() == 0
+    finally:
+        tuning.configure()
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize("module_name", sorted(LAZY_LOG_HELPERS))
@@ -66,7 +80,7 @@ def test_crossbar_uses_the_deferred_helpers_only_as_log_arguments(module_name):
 
 
 def test_an_unknown_tuning_name_is_refused_with_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown router tuning tcp_no_delay; known: tcp_nodelay, lazy_debug_format"):
+    with pytest.raises(ConfigError, match="unknown router tuning tcp_no_delay; known: tcp_nodelay, lazy_debug_format, freeze_startup_heap"):
         tuning.configure({"tcp_no_delay": False})
 
 

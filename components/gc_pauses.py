@@ -1,0 +1,32 @@
+"""The process's garbage collections, timed: while one runs, the process does nothing else.
+
+A full collection walks every container the process holds; in a router worker or an
+orchestrator it stops all routing or all analysis for that long, so it is part of latency.
+"""
+
+import gc
+import time
+
+pauses = {"count": 0, "seconds": 0.0, "max_seconds": 0.0}
+_started = [0.0]
+
+
+def _time_collection(phase, info):
+    if phase == "start":
+        _started[0] = time.perf_counter()
+        return
+    pause = time.perf_counter() - _started[0]
+    pauses["count"] += 1
+    pauses["seconds"] += pause
+    pauses["max_seconds"] = max(pauses["max_seconds"], pause)
+
+
+def time_collections():
+    """Start timing every garbage collection of this process (idempotent)."""
+    if _time_collection not in gc.callbacks:
+        gc.callbacks.append(_time_collection)
+
+
+def collection_stats():
+    """Collections since timing started: how many, their total seconds and the longest one in seconds."""
+    return dict(pauses)
