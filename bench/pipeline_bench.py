@@ -16,7 +16,8 @@
    result), the same latency seen by a subscriber of 20 hosts' analysis events (as open host
    details), router messages/s and CPU, the CPU of every process, and the time the router worker
    and the orchestrator spent in garbage collections (ms per second; neither does anything else
-   meanwhile) with the longest such pause since each started.
+   meanwhile) with the longest such pause since each started, and the probe's worst latency in
+   each 10 s of the step (when the lateness came).
 Each `--variant` (default: one, the defaults) runs the whole ladder with its own orchestrator
 and simulator arguments, so optimisations are compared in one run, e.g. `--variant "before=
 --analysis-events all --analysis-wire full --tick 1 // --aligned"`; `--baseline REV` first runs
@@ -31,6 +32,7 @@ stricter. Without `--dashboards 0` the two Chromium pages share the machine with
 """
 
 import argparse
+import math
 import tempfile
 import time
 
@@ -65,7 +67,7 @@ def ceiling(router, observer, role, authid, events):
 @defer.inlineCallbacks
 def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, source=None):
     """Run H simulated hosts (the simulator from the source tree at `source`, or this one); returns the step's figures."""
-    latencies, deliveries = [], []
+    latencies, deliveries, arrivals = [], [], []
     # One probe per stride, each in another of the simulator's 20 slots: hosts of one slot measure at one instant.
     probes = [f"sim-{index + k:04d}" for k, index in enumerate(range(0, hosts, max(1, hosts // PROBES)))][:PROBES]
     recording = [False]
@@ -74,6 +76,7 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, s
         if recording[0]:
             now = time.time()
             latencies.append(now - analysis["ts"])
+            arrivals.append(now)
             deliveries.append(now - analysis["analyzed_at"])  # from the orchestrator holding the result to here
 
     subscriptions = []
@@ -108,12 +111,17 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, s
                           1000 * after.get("gc", {}).get("max_seconds", float("nan")))
                    for name, before, after in (("router", router_before, router_after), ("orchestrator", stats_before, stats_after))}
     latency = stats_after.get("analysis_latency") or {}
+    # When the lateness came: the probe's worst latency per 10 s of the step (waves of backlog vs a steady queue).
+    worst = [0.0] * max(1, math.ceil(seconds / 10))
+    for now, late in zip(arrivals, latencies):
+        bucket = min(int((now - arrivals[0]) // 10), len(worst) - 1)
+        worst[bucket] = max(worst[bucket], late)
     return {"hosts": hosts, "received": stats_after["received"] - stats_before["received"],
             "lost": stats_after.get("gaps", 0) - stats_before.get("gaps", 0), "lag": stats_after.get("lag_seconds", 0.0),
             "p50": latency.get("p50_ms", float("nan")), "p99": latency.get("p99_ms", float("nan")),
             "probe_p50": percentile(latencies, 0.5) * 1000, "probe_p99": percentile(latencies, 0.99) * 1000,
             "delivery_p50": percentile(deliveries, 0.5) * 1000, "delivery_p99": percentile(deliveries, 0.99) * 1000,
-            "messages": messages, "router_cpu": router_cpu, "usage": usage, "gc": collections,
+            "messages": messages, "router_cpu": router_cpu, "usage": usage, "gc": collections, "worst_by_10s": worst,
             "per_host": messages / hosts, "machine_busy": busy_share(machine_before, machine_after)}
 
 
@@ -141,7 +149,8 @@ def run_variant(router, observer, name, orchestrator_args, simulator_args, sourc
             print(f"  [{name}] {hosts} hosts: lost {step['lost']}, p99 {step['p99']:.0f} ms, lag {step['lag']} s, "
                   f"router {step['messages']:,.0f} msg/s; orchestrator to subscriber p50/p99 {step['delivery_p50']:.0f}/"
                   f"{step['delivery_p99']:.0f} ms; longest collection: router {step['gc']['router'][1]:.0f} ms, "
-                  f"orchestrator {step['gc']['orchestrator'][1]:.0f} ms", flush=True)
+                  f"orchestrator {step['gc']['orchestrator'][1]:.0f} ms; probe's worst per 10 s: "
+                  + " ".join(f"{late:.1f}" for late in step["worst_by_10s"]), flush=True)
             if not sustained(step, args.seconds):
                 break
             yield sleep(3)  # the previous simulator's hosts go stale; let the digest settle
