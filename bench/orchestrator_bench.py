@@ -8,8 +8,9 @@ source tree is driven as the runner drives it, on a fake clock: every simulated 
 --hosts hosts (SimulatedHosts, the simulator's 15 metrics, spread over 20 slots like the
 simulator) goes through on_measure; dispatch runs after the batch delay; every nerve.analyze
 call is answered 30 ms later with a canned compact result per host (made once by analyze_batch,
-so analysis is not timed; packed when the call came packed, the canned analyzer's own CPU subtracted); publish_digest runs every 0.25 s; nobody watches a host, so no
-per-host analysis events (the default with no host detail open). The figure is the process CPU time
+so analysis is not timed; packed when the call came packed, the canned analyzer's own CPU
+subtracted); publish_digest runs every 0.25 s; nobody watches a host, so no per-host analysis
+events (the default with no host detail open). The figure is the process CPU time
 (time.process_time) of all that, per measurement; the measurements are generated before each
 second's timed span. With --baseline the same runs on REV's orchestrator (a temporary git
 worktree) and on this checkout, alternating for --rounds rounds, each in a fresh process; the

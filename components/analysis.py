@@ -262,7 +262,7 @@ def _pack_rows(matrix):
 
 
 def pack_batch(items):
-    """A list of host entries or results as one MessagePack binary value, which routers forward without decoding."""
+    """A list of host entries or results as one MessagePack binary value, which a router forwards as one value."""
     return msgpack.packb(items, use_bin_type=True)
 
 

@@ -1,4 +1,4 @@
-"""A host's recent samples, bounded in time, stored so that the garbage collector never walks them.
+"""A host's recent samples, bounded in time, stored as values the garbage collector does not track.
 
 The orchestrator keeps minutes of samples for every host (nerve.history, sparklines). Kept as
 sample dicts, each holding its metrics dict, every one of them is a container the collector
