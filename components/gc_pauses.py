@@ -27,6 +27,15 @@ def time_collections():
         gc.callbacks.append(_time_collection)
 
 
+def freeze_startup_heap():
+    """Keep every object that exists now out of future collections: start-up objects live as long as the process.
+
+    Modules, classes and functions (64,000 objects in a component) are otherwise walked by every
+    full collection, ~16 ms each time in the orchestrator, more in an analyzer with NumPy.
+    """
+    gc.freeze()
+
+
 def collection_stats():
-    """Collections since timing started: how many, their total seconds and the longest one in seconds."""
-    return dict(pauses)
+    """Collections since timing started: how many, their total seconds, the longest one in seconds, objects frozen."""
+    return dict(pauses, frozen=gc.get_freeze_count())

@@ -19,8 +19,8 @@ from twisted.python.failure import Failure
 from components.analysis import describe_compact, pack_batch, unpack_batch
 from components.config import MeshConfig
 from components.decorators import every, on, on_join, procedure
-from components.gc_pauses import collection_stats
 from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
+from components.gc_pauses import collection_stats
 from components.interest import TopicInterest
 from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, family_of, validate_measure
 from components.window import SampleWindow

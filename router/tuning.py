@@ -12,6 +12,7 @@ from types import MappingProxyType
 from crossbar.router.protocol import WampRawSocketServerProtocol
 
 from components.errors import ConfigError
+from components.gc_pauses import freeze_startup_heap
 
 DEFAULT_SETTINGS = MappingProxyType({"tcp_nodelay": True, "lazy_debug_format": True, "freeze_startup_heap": True})
 settings = dict(DEFAULT_SETTINGS)
@@ -91,6 +92,6 @@ def configure(overrides=None):
     # Crossbar's modules, classes and functions live as long as the worker; frozen, the full collections
     # that stop all routing no longer walk them (freeze_startup_heap).
     if settings["freeze_startup_heap"]:
-        gc.freeze()
+        freeze_startup_heap()
     else:
         gc.unfreeze()

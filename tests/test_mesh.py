@@ -156,6 +156,7 @@ def test_router_and_orchestrator_report_their_messages_and_garbage_collections(r
     assert after["received"]["Call"] - before["received"]["Call"] >= 51 and after["cpu_seconds"] > before["cpu_seconds"]
     for collections in (after["gc"], stats["gc"]):
         assert collections["count"] > 0 and 0 < collections["max_seconds"] <= collections["seconds"], collections
+        assert collections["frozen"] > 10000, "the start-up heap is walked by every full collection"
 
 
 @pytest_twisted.inlineCallbacks
