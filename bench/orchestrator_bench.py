@@ -43,6 +43,11 @@ def measure(hosts, seconds, window_seconds=0):
     from twisted.internet import defer, task
 
     from components.analysis import analyze_batch
+
+    try:
+        from components.analysis import pack_results  # what the tree's analyzer answers packed calls with
+    except ImportError:
+        pack_results = msgpack.packb
     from components.config import MeshConfig
     from components.orchestrator import Orchestrator, OrchestratorConfig
     from components.tracker import SimulatedHosts
@@ -69,7 +74,7 @@ def measure(hosts, seconds, window_seconds=0):
             answer = defer.Deferred()
             packed = isinstance(batch, bytes)
             hosts = [answers[entry["host_id"]] for entry in (msgpack.unpackb(batch) if packed else batch)]
-            result = {"analyzer": "bench", "hosts": msgpack.packb(hosts) if packed else hosts}
+            result = {"analyzer": "bench", "hosts": pack_results(hosts) if packed else hosts}
             clock.callLater(CALL_SECONDS, answer.callback, result)
             self.own_cpu += time.process_time() - began
             return answer

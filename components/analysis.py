@@ -40,6 +40,9 @@ A compact result is `{"host_id", "state" (version 2), "level", "anomaly": [score
 A whole batch can travel packed: the list of host entries (and the list of results) as one
 MessagePack binary value (`pack_batch` / `unpack_batch`). The router then decodes and re-encodes
 one value per call instead of some fifty per host (docs/benchmarks.md has what that saves).
+Packed results carry each state sealed (`pack_results`): the state itself as one MessagePack
+binary value, which the orchestrator keeps and sends back without ever decoding it; every
+function here that takes a state also takes it sealed.
 
 How each output is made, per metric:
 
@@ -218,8 +221,10 @@ def _load_state(state, path, host_id):
     """The host's last ts, metric names and raw rows (a float64 block, or lists) from its state; rows are checked later."""
     if state is None:
         return None, [], []
+    if isinstance(state, bytes):
+        state = _unseal(state, path, host_id)
     if not isinstance(state, dict):
-        raise _bad(path, f"expected a dict or None, got {type(state).__name__}", host_id)
+        raise _bad(path, f"expected a dict, sealed state bytes or None, got {type(state).__name__}", host_id)
     if state.get("version") not in (STATE_VERSION, COMPACT_STATE_VERSION):
         raise _bad(f"{path}.version", f"expected {STATE_VERSION} or {COMPACT_STATE_VERSION}, got {state.get('version')!r}",
                    host_id)
@@ -264,6 +269,19 @@ def _pack_rows(matrix):
 def pack_batch(items):
     """A list of host entries or results as one MessagePack binary value, which a router forwards as one value."""
     return msgpack.packb(items, use_bin_type=True)
+
+
+def pack_results(results):
+    """Results packed for the wire with each state sealed (one binary value the caller stores and returns undecoded)."""
+    return pack_batch([dict(result, state=msgpack.packb(result["state"], use_bin_type=True)) for result in results])
+
+
+def _unseal(state, path, host_id):
+    """A sealed state's dict; InvalidArgument naming `path` if the bytes are not one."""
+    try:
+        return msgpack.unpackb(state, raw=False)
+    except (ValueError, msgpack.UnpackException) as error:
+        raise _bad(path, f"a sealed state must be one MessagePack value ({error})", host_id) from None
 
 
 def unpack_batch(data, path="hosts"):
@@ -686,6 +704,8 @@ def describe_compact(result):
     """The level and per-metric entries (value, level, mean, p95, trend, anomaly) of a compact result, exactly as
     analyze_batch(compact=False) gives them."""
     state = result["state"]
+    if isinstance(state, bytes):
+        state = msgpack.unpackb(state, raw=False)
     rows = np.frombuffer(state["rows"], dtype="<f8").reshape(-1, STATE_WIDTH).tolist()
     metrics = {}
     for name, row, score in zip(state["names"], rows, result["anomaly"]):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from twisted.internet import reactor, threads
 from twisted.logger import Logger
 
-from components.analysis import DEFAULT_THRESHOLDS, AnalysisParams, analyze_batch, pack_batch, unpack_batch
+from components.analysis import DEFAULT_THRESHOLDS, AnalysisParams, analyze_batch, pack_results, unpack_batch
 from components.config import MeshConfig
 from components.decorators import every, procedure
 from components.errors import ConfigError, InvalidArgument
@@ -59,7 +59,7 @@ class Analyzer:
     def analyze(self, hosts, compact=False):
         """Analyse a batch of hosts' new samples against their states; returns states and results (compact: wire form).
 
-        `hosts` may come packed (analysis.pack_batch); the answer's hosts are then packed too.
+        `hosts` may come packed (analysis.pack_batch); the answer's hosts are then packed too, states sealed.
         """
         if not isinstance(hosts, (list, bytes)):
             raise InvalidArgument(f"hosts must be a list of host entries or that list packed as MessagePack bytes, "
@@ -90,7 +90,7 @@ class Analyzer:
         with self.lock:
             self.served += 1
             self.hosts_analyzed += len(results)
-        return {"analyzer": self.mesh.config.mesh.authid, "hosts": pack_batch(results) if packed else results}
+        return {"analyzer": self.mesh.config.mesh.authid, "hosts": pack_results(results) if packed else results}
 
     @every(1.0)
     def publish_load(self):

@@ -3,6 +3,7 @@
 import json
 import math
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -14,7 +15,9 @@ from components.analysis import (
     Thresholds,
     analyze_batch,
     describe_compact,
+    pack_results,
     parse_thresholds,
+    unpack_batch,
 )
 from components.errors import InvalidArgument
 
@@ -383,6 +386,16 @@ def test_compact_and_full_states_are_interchangeable_in_one_batch():
     assert analyze_batch(later) == analyze_batch(as_full)
 
 
+def test_packed_results_carry_sealed_states_that_analyse_exactly_like_open_ones():
+    # The orchestrator stores a sealed state and sends it back without decoding its names and rows.
+    first = analyze_one(mixed_samples(30), compact=True)
+    [sealed] = unpack_batch(pack_results([first]))
+    assert isinstance(sealed["state"], bytes) and msgpack.unpackb(sealed["state"]) == first["state"]
+    assert describe_compact(sealed) == describe_compact(first)
+    later = mixed_samples(5, t0=T0 + 100)
+    assert analyze_one(later, sealed["state"], compact=True) == analyze_one(later, first["state"], compact=True)
+
+
 def test_compact_state_is_one_binary_value_per_host():
     state = analyze_one(mixed_samples(50), compact=True)["state"]
     assert isinstance(state["rows"], bytes) and len(state["rows"]) == len(state["names"]) * STATE_WIDTH * 8
@@ -571,7 +584,9 @@ def bad_state_row(row):
                              {"seq": 1, "ts": 2.0, "metrics": {"mem": float("inf")}}])],
          "hosts[0].samples[1].metrics['mem']: expected a finite number, got inf"),
         ([good_host(samples=[{"seq": 0, "ts": 1.0, "metrics": {"": 1.0}}])], "metric names must be non-empty strings"),
-        ([good_host(state=[1, 2])], "hosts[0].state: expected a dict or None, got list"),
+        ([good_host(state=[1, 2])], "hosts[0].state: expected a dict, sealed state bytes or None, got list"),
+        ([good_host(state=b"\xc1")], "hosts[0].state: a sealed state must be one MessagePack value"),
+        ([good_host(state=msgpack.packb([1, 2]))], "hosts[0].state: expected a dict, sealed state bytes or None, got list"),
         ([good_host(state={"version": 99, "ts": 1.0, "metrics": {}})], "hosts[0].state.version"),
         ([good_host(state=bad_state_row([1.0] * 3), samples=[])],
          "hosts[0].state.metrics['cpu']: expected a list of 15 numbers, got length 3"),
