@@ -276,7 +276,7 @@ def pack_results(results):
     return pack_batch([dict(result, state=msgpack.packb(result["state"], use_bin_type=True)) for result in results])
 
 
-def _unseal(state, path, host_id):
+def _unseal(state, path="state", host_id=None):
     """A sealed state's dict; InvalidArgument naming `path` if the bytes are not one."""
     try:
         return msgpack.unpackb(state, raw=False)
@@ -705,7 +705,7 @@ def describe_compact(result):
     analyze_batch(compact=False) gives them."""
     state = result["state"]
     if isinstance(state, bytes):
-        state = msgpack.unpackb(state, raw=False)
+        state = _unseal(state)
     rows = np.frombuffer(state["rows"], dtype="<f8").reshape(-1, STATE_WIDTH).tolist()
     metrics = {}
     for name, row, score in zip(state["names"], rows, result["anomaly"]):
