@@ -276,20 +276,22 @@ def pack_results(results):
     return pack_batch([dict(result, state=msgpack.packb(result["state"], use_bin_type=True)) for result in results])
 
 
-def _unseal(state, path="state", host_id=None):
-    """A sealed state's dict; InvalidArgument naming `path` if the bytes are not one."""
+def _unpack(data, path, problem, host_id=None):
+    """The one MessagePack value in data; InvalidArgument "path: problem (why)" if data is not one."""
     try:
-        return msgpack.unpackb(state, raw=False)
+        return msgpack.unpackb(data, raw=False)
     except (ValueError, msgpack.UnpackException) as error:
-        raise _bad(path, f"a sealed state must be one MessagePack value ({error})", host_id) from None
+        raise _bad(path, f"{problem} ({error})", host_id) from None
+
+
+def _unseal(state, path="state", host_id=None):
+    """A sealed state's dict (checked by the caller); InvalidArgument naming `path` if the bytes are not one value."""
+    return _unpack(state, path, "a sealed state must be one MessagePack value", host_id)
 
 
 def unpack_batch(data, path="hosts"):
     """The list a pack_batch value holds; InvalidArgument naming `path` if the bytes are not one MessagePack array."""
-    try:
-        items = msgpack.unpackb(data, raw=False)
-    except (ValueError, msgpack.UnpackException) as error:
-        raise InvalidArgument(f"{path}: packed bytes are not one MessagePack value ({error})") from None
+    items = _unpack(data, path, "packed bytes are not one MessagePack value")
     if not isinstance(items, list):
         raise InvalidArgument(f"{path}: packed bytes must hold a list, got {type(items).__name__}")
     return items
