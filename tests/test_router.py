@@ -7,10 +7,12 @@ import inspect
 import pprint
 
 import pytest
+from autobahn.twisted.rawsocket import WampRawSocketProtocol
 from crossbar.router import broker as crossbar_broker
 from crossbar.router import router as crossbar_router
 from twisted.logger import formatEvent
 
+from components import framing
 from components.errors import ConfigError
 from router import tuning
 from router.tuning import LAZY_LOG_HELPERS, LazyText, deferred
@@ -36,7 +38,8 @@ def test_crossbar_formats_lazily_unless_the_tuning_turns_it_off():
         tuning.configure({"lazy_debug_format": False})
         assert crossbar_router.pformat is pprint.pformat
         assert isinstance(crossbar_broker.hlid("nerve.measure.a"), str)
-        assert tuning.settings == {"tcp_nodelay": True, "lazy_debug_format": False, "freeze_startup_heap": True}
+        assert tuning.settings == {"tcp_nodelay": True, "lazy_debug_format": False, "freeze_startup_heap": True,
+                                   "join_reads_once": True}
     finally:
         tuning.configure()
         gc.unfreeze()  # this is the test process, not a router worker
@@ -50,6 +53,17 @@ def test_the_router_freezes_its_startup_heap_unless_the_tuning_turns_it_off():
         assert gc.get_freeze_count() > 10000
         tuning.configure({"freeze_startup_heap": False})
         assert gc.get_freeze_count() == 0
+    finally:
+        tuning.configure()
+        gc.unfreeze()
+
+
+def test_the_router_joins_a_large_messages_reads_once_unless_the_tuning_turns_it_off():
+    try:
+        tuning.configure()
+        assert WampRawSocketProtocol.dataReceived is framing._data_received_joining_once
+        tuning.configure({"join_reads_once": False})
+        assert WampRawSocketProtocol.dataReceived is framing._twisted_data_received
     finally:
         tuning.configure()
         gc.unfreeze()
@@ -80,7 +94,8 @@ def test_crossbar_uses_the_deferred_helpers_only_as_log_arguments(module_name):
 
 
 def test_an_unknown_tuning_name_is_refused_with_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown router tuning tcp_no_delay; known: tcp_nodelay, lazy_debug_format, freeze_startup_heap"):
+    with pytest.raises(ConfigError, match="unknown router tuning tcp_no_delay; known: tcp_nodelay, lazy_debug_format, "
+                                              "freeze_startup_heap, join_reads_once"):
         tuning.configure({"tcp_no_delay": False})
 
 
