@@ -50,10 +50,20 @@ class CpuMeter:
 
 
 def busy_share(before, after):
-    """Share of all cores' time that was busy between two psutil.cpu_times() readings."""
+    """Share of all cores' time that was busy between two psutil.cpu_times() readings (time stolen counts as busy)."""
     idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
     total = sum(after) - sum(before)
     return 1 - idle / total if total else float("nan")
+
+
+def stolen_share(before, after):
+    """Share of all cores' time the hypervisor gave to other guests between two psutil.cpu_times() readings.
+
+    On a shared VM this comes in bursts (15-25 % of both cores for seconds at a time, seen in vmstat
+    during pipeline runs); the processes then fall behind without being busy themselves.
+    """
+    total = sum(after) - sum(before)
+    return (getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)) / total if total else float("nan")
 
 
 def machine_line():

@@ -40,7 +40,7 @@ import psutil
 
 from twisted.internet import defer, task
 
-from common import CpuMeter, busy_share, flood, machine_line, open_dashboards, percentile, router_rates  # noqa: E402 (puts the project on sys.path)
+from common import CpuMeter, busy_share, flood, machine_line, open_dashboards, percentile, router_rates, stolen_share  # noqa: E402,E501
 from components.config import uri_safe  # noqa: E402
 from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
 from trees import source_trees  # noqa: E402
@@ -51,23 +51,25 @@ WARM_UP = 8.0
 
 @defer.inlineCallbacks
 def ceiling(router, observer, role, authid, events):
-    """(delivered events/s, router messages/s, router CPU %) for one publisher flooding one subscriber."""
+    """(delivered events/s, router messages/s, router CPU %, share stolen) for one publisher flooding one subscriber."""
     publisher = yield join(router.rawsocket_url, role, authid, router.ticket(role, authid), serializers=("msgpack",))
     subscriber = yield join(router.rawsocket_url, "orchestrator", f"{authid}-sub", router.ticket("orchestrator", f"{authid}-sub"),
                             serializers=("msgpack",))
     before = yield observer.call("nerve.router.stats")
+    machine_before = psutil.cpu_times()
     delivered = yield flood(publisher, subscriber, f"nerve.measure.{authid}", events)
+    machine_after = psutil.cpu_times()
     after = yield observer.call("nerve.router.stats")
     yield publisher.leave()
     yield subscriber.leave()
     messages, cpu = router_rates(before, after)
-    return delivered, messages, cpu
+    return delivered, messages, cpu, stolen_share(machine_before, machine_after)
 
 
 @defer.inlineCallbacks
 def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, source=None):
     """Run H simulated hosts (the simulator from the source tree at `source`, or this one); returns the step's figures."""
-    latencies, deliveries, arrivals = [], [], []
+    latencies, deliveries, arrivals, machine_samples = [], [], [], []
     # One probe per stride, each in another of the simulator's 20 slots: hosts of one slot measure at one instant.
     probes = [f"sim-{index + k:04d}" for k, index in enumerate(range(0, hosts, max(1, hosts // PROBES)))][:PROBES]
     recording = [False]
@@ -92,11 +94,14 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, s
         for meter in meters:
             meter.begin()
         machine_before = psutil.cpu_times()
+        machine_times = task.LoopingCall(lambda: machine_samples.append(psutil.cpu_times()))
+        machine_times.start(1.0)
         stats_before = yield observer.call("nerve.stats")
         router_before = yield observer.call("nerve.router.stats")
         recording[0] = True
         yield sleep(seconds)
         recording[0] = False
+        machine_times.stop()
         router_after = yield observer.call("nerve.router.stats")
         stats_after = yield observer.call("nerve.stats")
         usage = {meter.name: meter.end() for meter in meters}
@@ -112,17 +117,21 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, s
                    for name, before, after in (("router", router_before, router_after), ("orchestrator", stats_before, stats_after))}
     latency = stats_after.get("analysis_latency") or {}
     # When the lateness came: the probe's worst latency per 10 s of the step (waves of backlog vs a steady queue).
+    # The hypervisor's share per 10 s beside it: on a shared VM, stolen time makes waves no process shows.
     worst = [0.0] * max(1, math.ceil(seconds / 10))
     for now, late in zip(arrivals, latencies):
         bucket = min(int((now - arrivals[0]) // 10), len(worst) - 1)
         worst[bucket] = max(worst[bucket], late)
+    stolen = [stolen_share(machine_samples[k], machine_samples[min(k + 10, len(machine_samples) - 1)])
+              for k in range(0, max(1, len(machine_samples) - 1), 10)]
     return {"hosts": hosts, "received": stats_after["received"] - stats_before["received"],
             "lost": stats_after.get("gaps", 0) - stats_before.get("gaps", 0), "lag": stats_after.get("lag_seconds", 0.0),
             "p50": latency.get("p50_ms", float("nan")), "p99": latency.get("p99_ms", float("nan")),
             "probe_p50": percentile(latencies, 0.5) * 1000, "probe_p99": percentile(latencies, 0.99) * 1000,
             "delivery_p50": percentile(deliveries, 0.5) * 1000, "delivery_p99": percentile(deliveries, 0.99) * 1000,
             "messages": messages, "router_cpu": router_cpu, "usage": usage, "gc": collections, "worst_by_10s": worst,
-            "per_host": messages / hosts, "machine_busy": busy_share(machine_before, machine_after)}
+            "stolen_by_10s": stolen, "stolen": stolen_share(machine_before, machine_after), "per_host": messages / hosts,
+            "machine_busy": busy_share(machine_before, machine_after)}
 
 
 def sustained(step, seconds):
@@ -150,7 +159,8 @@ def run_variant(router, observer, name, orchestrator_args, simulator_args, sourc
                   f"router {step['messages']:,.0f} msg/s; orchestrator to subscriber p50/p99 {step['delivery_p50']:.0f}/"
                   f"{step['delivery_p99']:.0f} ms; longest collection: router {step['gc']['router'][1]:.0f} ms, "
                   f"orchestrator {step['gc']['orchestrator'][1]:.0f} ms; probe's worst per 10 s: "
-                  + " ".join(f"{late:.1f}" for late in step["worst_by_10s"]), flush=True)
+                  + " ".join(f"{late:.1f}" for late in step["worst_by_10s"]) + "; stolen per 10 s: "
+                  + " ".join(f"{share:.0%}" for share in step["stolen_by_10s"]), flush=True)
             if not sustained(step, args.seconds):
                 break
             yield sleep(3)  # the previous simulator's hosts go stale; let the digest settle
@@ -187,12 +197,12 @@ def main(reactor, args):
     print(f"{machine_line()}; {args.analyzers} analyzers, {args.dashboards} Chromium dashboards, {args.seconds} s per step")
     bound = static[1] * 100 / static[2]  # what the flood would move with the router worker's core saturated
     print(f"ceiling, static permission:  {static[0]:,.0f} events/s delivered, {static[1]:,.0f} router msg/s, "
-          f"router worker {static[2]:.0f} % CPU (router-bound: {bound:,.0f} msg/s)")
+          f"router worker {static[2]:.0f} % CPU (router-bound: {bound:,.0f} msg/s), {static[3]:.0%} stolen")
     print(f"ceiling, tracker authorizer: {per_host_auth[0]:,.0f} events/s delivered, {per_host_auth[1]:,.0f} router msg/s, "
-          f"router worker {per_host_auth[2]:.0f} % CPU")
+          f"router worker {per_host_auth[2]:.0f} % CPU, {per_host_auth[3]:.0%} stolen")
     header = (f"{'variant':<10} {'hosts':>6} {'recv/s':>7} {'lost':>5} {'p50 ms':>7} {'p99 ms':>7} {'probe p50':>9} "
               f"{'probe p99':>9} {'lag s':>6} {'router msg/s':>12} {'msg/host/s':>10} {'vs ceiling':>10} {'vs bound':>8} "
-              f"{'router CPU':>10} {'GC ms/s r/o':>11} {'machine':>7}  busiest")
+              f"{'router CPU':>10} {'GC ms/s r/o':>11} {'machine':>7} {'stolen':>6}  busiest")
     print(header)
     summary = []
     for name, steps in results.items():
@@ -204,7 +214,7 @@ def main(reactor, args):
                   f"{step['messages']:>12,.0f} {step['per_host']:>10.2f} {step['messages'] / static[1]:>10.0%} "
                   f"{step['messages'] / bound:>8.0%} "
                   f"{step['router_cpu']:>9.0f}% {step['gc']['router'][0]:>5.0f}/{step['gc']['orchestrator'][0]:<5.0f} "
-                  f"{step['machine_busy']:>7.0%}  " + ", ".join(f"{n} {c:.0f}%" for n, c in others[:3]))
+                  f"{step['machine_busy']:>7.0%} {step['stolen']:>6.0%}  " + ", ".join(f"{n} {c:.0f}%" for n, c in others[:3]))
             if sustained(step, args.seconds):
                 best = step
         if best:
