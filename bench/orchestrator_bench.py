@@ -1,7 +1,7 @@
 """The orchestrator's own CPU per measurement, as plain code; with --baseline, against a git revision in one run.
 
     .venv/bin/python bench/orchestrator_bench.py [--hosts 5000] [--seconds 10] [--baseline REV] [--rounds 3]
-        [--window-seconds 300]
+        [--window-seconds 300 [--outage]]
 
 Method: no router and no sockets (pipeline_bench measures those). The Orchestrator class of a
 source tree is driven as the runner drives it, on a fake clock: every simulated second each of
@@ -20,6 +20,9 @@ With --window-seconds W the hosts then go on (untimed) until every window holds 
 samples, as in a long-running orchestrator (the default window is 300 s), and the figures add what
 full windows cost: the objects the garbage collector tracks, one full collection (gc.collect(),
 best of 3; the process stops for that long whenever Python runs one) and the process's RSS.
+With --outage the analyzers are away while the windows fill (the orchestrator is not connected),
+so every host also holds those W seconds as pending work (at most max_pending, 600 samples), as
+after an analyzer outage of W seconds; the figures then add the samples held.
 """
 
 import argparse
@@ -36,7 +39,7 @@ SLOTS = 20
 CALL_SECONDS = 0.03
 
 
-def measure(hosts, seconds, window_seconds=0):
+def measure(hosts, seconds, window_seconds=0, outage=False):
     """{"us_per_measurement", "calls", "published", ...} for the orchestrator importable as `components`."""
     import msgpack
     import psutil
@@ -106,6 +109,7 @@ def measure(hosts, seconds, window_seconds=0):
     figures = {"us_per_measurement": cpu / (hosts * seconds) * 1e6, "calls": mesh.calls, "published": mesh.published,
                "analysed": orchestrator.stats["analysed"]}
     if window_seconds:
+        mesh.connected = not outage  # the orchestrator holds the work until analyzers are back
         for second in range(seconds, window_seconds + 1):
             run_second(second)
         pauses = []
@@ -114,14 +118,16 @@ def measure(hosts, seconds, window_seconds=0):
             gc.collect()
             pauses.append(time.perf_counter() - began)
         figures.update(tracked=len(gc.get_objects()), full_gc_ms=min(pauses) * 1000,
-                       rss_mb=psutil.Process().memory_info().rss / 2**20)
+                       rss_mb=psutil.Process().memory_info().rss / 2**20,
+                       pending=sum(len(host.pending) for host in orchestrator.hosts.values()))
     return figures
 
 
 def run_in(source, args):
     """Measure in a fresh process with `source` first on sys.path; returns its figures."""
     output = subprocess.run([sys.executable, os.path.abspath(__file__), "--source", source, "--hosts", str(args.hosts),
-                             "--seconds", str(args.seconds), "--window-seconds", str(args.window_seconds)],
+                             "--seconds", str(args.seconds), "--window-seconds", str(args.window_seconds)]
+                            + (["--outage"] if args.outage else []),
                             capture_output=True, text=True, check=True)
     return json.loads(output.stdout.strip().splitlines()[-1])
 
@@ -129,7 +135,7 @@ def run_in(source, args):
 def main(args):
     if args.source:
         sys.path.insert(0, args.source)
-        print(json.dumps(measure(args.hosts, args.seconds, args.window_seconds)))
+        print(json.dumps(measure(args.hosts, args.seconds, args.window_seconds, args.outage)))
         return
     from common import machine_line  # noqa: E402 (not in the --source child: it imports this checkout)
 
@@ -144,10 +150,11 @@ def main(args):
                       flush=True)
     print(f"{machine_line()}; {args.hosts} hosts x {args.seconds} s on a fake clock, calls answered after "
           f"{CALL_SECONDS * 1000:.0f} ms, digest every 0.25 s")
-    windows = f" {'tracked':>10} {'full GC ms':>10} {'RSS MB':>7}" if args.window_seconds else ""
+    windows = f" {'tracked':>10} {'full GC ms':>10} {'RSS MB':>7} {'pending':>9}" if args.window_seconds else ""
     print(f"{'round':>5} {'orchestrator':<16} {'us/measurement':>14} {'calls':>7} {'published':>9} {'analysed':>9}{windows}")
     for round_index, name, figures in rows:
-        windows = (f" {figures['tracked']:>10,} {figures['full_gc_ms']:>10.0f} {figures['rss_mb']:>7.0f}"
+        windows = (f" {figures['tracked']:>10,} {figures['full_gc_ms']:>10.0f} {figures['rss_mb']:>7.0f} "
+                   f"{figures.get('pending', 0):>9,}"
                    if args.window_seconds else "")
         print(f"{round_index:>5} {name:<16} {figures['us_per_measurement']:>14.1f} {figures['calls']:>7} "
               f"{figures['published']:>9} {figures['analysed']:>9}{windows}")
@@ -165,5 +172,6 @@ if __name__ == "__main__":
     add_tree_arguments(parser, "orchestrator", hosts=5000, seconds=10, rounds=3)
     parser.add_argument("--window-seconds", type=int, default=0,
                         help="then fill every window to this many seconds and measure a full collection and RSS")
+    parser.add_argument("--outage", action="store_true", help="with --window-seconds: no analyzer while the windows fill")
     parser.add_argument("--source", help=argparse.SUPPRESS)
     main(parser.parse_args())

@@ -23,7 +23,7 @@ from components.errors import ConfigError, InvalidArgument, NotFound, Unavailabl
 from components.gc_pauses import collection_stats
 from components.interest import TopicInterest
 from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, family_of, validate_measure
-from components.window import SampleWindow
+from components.window import SampleWindow, as_sample
 
 log = Logger(namespace="nerve.orchestrator")
 
@@ -177,12 +177,14 @@ class Orchestrator:
         host.digest_dirty = True
         ts, metrics = event["ts"], event["metrics"]
         host.latest_metrics = metrics
-        host.window.append(seq, ts, metrics)
+        row = host.window.append(seq, ts, metrics)
         host.window.drop_before(host.last_ts - self.config.window)
-        if host.pending and ts <= host.pending[-1]["ts"]:
+        if host.pending and ts <= host.pending[-1][1]:
             self.stats["out_of_order"] += 1  # analysis needs increasing time; the window still keeps it
         else:
-            host.pending.append({"seq": seq, "ts": ts, "metrics": metrics})
+            # The window's own row, not a copy: pending work costs a list slot while the window holds the
+            # sample, and an untracked tuple after, however long the analyzers are away.
+            host.pending.append(row)
             if not host.in_flight:
                 self.due[host.host_id] = host
             if len(host.pending) > self.config.max_pending:
@@ -245,11 +247,13 @@ class Orchestrator:
             del self.due[host.host_id]
             work.append((host, host.pending))
             host.pending = []
-        payload = [{"host_id": host.host_id, "state": host.state, "samples": samples} for host, samples in work]
+        wire = self.config.analysis_wire
+        # Packed calls carry the window's rows as they are; the other forms are for analyzers that want plain values.
+        payload = [{"host_id": host.host_id, "state": host.state,
+                    "samples": samples if wire == "packed" else [as_sample(row) for row in samples]} for host, samples in work]
         self.in_flight_calls += 1
         self.stats["calls"] += 1
         sent_at = self.clock()
-        wire = self.config.analysis_wire
         options = {} if wire == "full" else {"compact": True}
         call = self.mesh.call(ANALYZE_URI, pack_batch(payload) if wire == "packed" else payload,
                               timeout=self.config.call_timeout, **options)
@@ -330,9 +334,9 @@ class Orchestrator:
     def _publish_analysis(self, host, samples, analysed, analyzer, now):
         host.state, host.result, host.analysis = analysed.get("state"), analysed, None
         self._set_level(host, analysed.get("level"))
-        last = samples[-1]
-        host.analysed_seq, host.analysed_ts, host.analyzed_at, host.analyzer = last["seq"], last["ts"], round(now, 3), analyzer
-        self.latencies.append(now - last["ts"])
+        seq, ts, _, _ = samples[-1]
+        host.analysed_seq, host.analysed_ts, host.analyzed_at, host.analyzer = seq, ts, round(now, 3), analyzer
+        self.latencies.append(now - ts)
         topic = ANALYSIS_TOPIC_PREFIX + host.host_id
         if self.config.analysis_events == "all" or self.interest.wants(topic):
             self.mesh.publish(topic, self.analysis_of(host))
@@ -391,7 +395,7 @@ class Orchestrator:
 
     def lag_seconds(self):
         """How far analysis is behind: the age of the oldest sample still waiting (0 when caught up)."""
-        oldest = min((host.pending[0]["ts"] for host in self.hosts.values() if host.pending), default=None)
+        oldest = min((host.pending[0][1] for host in self.hosts.values() if host.pending), default=None)
         return round(max(self.clock() - oldest, 0.0), 3) if oldest is not None else 0.0
 
     # -- leadership --------------------------------------------------------------------
@@ -449,7 +453,7 @@ class Orchestrator:
             if host is not None and isinstance(ts, (int, float)):
                 host.analysed_seq, host.analysed_ts = seq, ts
                 self._set_level(host, level)
-                host.pending = [sample for sample in host.pending if sample["ts"] > ts]
+                host.pending = [row for row in host.pending if row[1] > ts]
                 if not host.pending:
                     self.due.pop(host_id, None)
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import struct
 
 import msgpack
 import numpy as np
@@ -15,6 +16,7 @@ from components.analysis import (
     Thresholds,
     analyze_batch,
     describe_compact,
+    pack_batch,
     pack_results,
     parse_thresholds,
     unpack_batch,
@@ -396,6 +398,20 @@ def test_packed_results_carry_sealed_states_that_analyse_exactly_like_open_ones(
     assert analyze_one(later, sealed["state"], compact=True) == analyze_one(later, first["state"], compact=True)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_sample_rows_analyse_exactly_like_sample_dicts(packed):
+    # Packed calls carry the orchestrator's window rows as they are: [seq, ts, names, little-endian float64s].
+    samples = mixed_samples(40)  # one metric is missing from some samples: rows then carry fewer names
+    rows = [[s["seq"], s["ts"], list(s["metrics"]), struct.pack(f"<{len(s['metrics'])}d", *s["metrics"].values())]
+            for s in samples]
+    if packed:
+        rows = unpack_batch(pack_batch([rows]))[0]
+    for compact in (False, True):
+        assert analyze_one(rows, compact=compact) == analyze_one(samples, compact=compact)
+    first = analyze_one(samples[:25], compact=True)
+    assert analyze_one(rows[25:], first["state"], compact=True) == analyze_one(samples[25:], first["state"], compact=True)
+
+
 def test_compact_state_is_one_binary_value_per_host():
     state = analyze_one(mixed_samples(50), compact=True)["state"]
     assert isinstance(state["rows"], bytes) and len(state["rows"]) == len(state["names"]) * STATE_WIDTH * 8
@@ -606,6 +622,20 @@ def bad_state_row(row):
          "hosts[0].state.rows: expected 120 bytes (15 float64 per name), got list"),
         ([good_host(state={"version": 2, "ts": T0, "names": ["cpu"], "rows": bytes(120)}, samples=[])],
          "hosts[0].state.metrics['cpu']: inconsistent"),
+        # sample rows, the form of packed calls: [seq, ts, names, little-endian float64s]
+        ([good_host(samples=[[0, 1.0, ["cpu"]]])], "hosts[0].samples[0]: a sample row must be [seq, ts, metric names, "
+                                                   "float64 values], got 3 items"),
+        ([good_host(samples=[[0, 1.0, "cpu", bytes(8)]])], "hosts[0].samples[0]: a sample row's metric names must be a list"),
+        ([good_host(samples=[[0, 1.0, ["cpu", [1]], bytes(16)]])], "metric names must be a list of non-empty strings"),
+        ([good_host(samples=[[0, 1.0, ["cpu", "mem"], bytes(8)]])],
+         "hosts[0].samples[0]: a sample row's values must be bytes holding one little-endian float64 per distinct metric "
+         "name; got 8 bytes for 2 names (2 distinct) (host 'web-1')"),
+        ([good_host(samples=[[0, 1.0, ["cpu", "cpu"], bytes(16)]])], "got 16 bytes for 2 names (1 distinct)"),
+        ([good_host(samples=[[0, 1.0, ["cpu"], [1.0]]])], "got list for 1 names"),
+        ([good_host(samples=[[0, 1.0, ["cpu"], struct.pack("<d", float("nan"))]])],
+         "hosts[0].samples[0].metrics['cpu']: expected a finite number, got nan"),
+        ([good_host(samples=[["0", 1.0, ["cpu"], bytes(8)]])], "hosts[0].samples[0].seq: expected an integer"),
+        ([good_host(samples=[7])], "hosts[0].samples[0]: expected a dict or a [seq, ts, names, values] row, got int"),
         # samples must come after the ones the state has already seen
         ([good_host(state=analyze_one(samples_of([1.0] * 3, "cpu", t0=T0 + 10))["state"])],
          "hosts[0].samples[0].ts: 1700000000.0 is not after the previous ts 1700000012.0"),

@@ -18,6 +18,7 @@ from components.interest import TopicInterest, wildcard_matches
 from components.errors import ConfigError, InvalidArgument, NotFound
 from components.orchestrator import MAX_CALL_BYTES, Orchestrator, OrchestratorConfig
 from components.testing import measurement
+from components.window import as_sample
 
 
 class RecordingMesh:
@@ -36,12 +37,25 @@ class RecordingMesh:
     def call(self, uri, *args, **kwargs):
         pending = defer.Deferred()
         self.wire.append((args, kwargs))
-        # Tests read the hosts of a call; a packed batch is unpacked here, what travelled stays in `wire`.
-        self.calls.append((uri, tuple(unpack_batch(a) if isinstance(a, bytes) else a for a in args), pending))
+        # Tests read the hosts of a call as plain samples; a packed batch is unpacked and its sample rows
+        # turned into dicts here, what travelled stays in `wire`.
+        self.calls.append((uri, tuple(opened(a) for a in args), pending))
         return pending
 
     def topics(self, prefix):
         return [payload for topic, payload in self.published if topic.startswith(prefix)]
+
+
+def opened(hosts):
+    """A call's hosts as an analyzer reads them: unpacked if packed, sample rows as {seq, ts, metrics} dicts."""
+    if not isinstance(hosts, bytes):
+        return hosts
+    return [dict(host, samples=[as_sample(row) for row in host["samples"]]) for host in unpack_batch(hosts)]
+
+
+def pending_seqs(orchestrator, host_id):
+    """The seqs of a host's samples waiting for analysis."""
+    return [seq for seq, _, _, _ in orchestrator.hosts[host_id].pending]
 
 
 def analysed(hosts, level="LOW", changes=()):
@@ -76,7 +90,7 @@ def test_duplicates_are_dropped_and_gaps_counted(orchestrator, clock):
         feed(orchestrator, clock, "h1", seq)
         clock.advance(0.001)  # within the batch delay: nothing dispatched yet
     assert orchestrator.stats["duplicates"] == 1 and orchestrator.stats["gaps"] == 2
-    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [1, 2, 5]
+    assert pending_seqs(orchestrator, "h1") == [1, 2, 5]
     feed(orchestrator, clock, "h1", 1, run="r2")  # a restarted tracker starts again at 1
     assert orchestrator.hosts["h1"].last_seq == 1 and orchestrator.stats["duplicates"] == 1
 
@@ -214,7 +228,7 @@ def test_backpressure_restores_work_and_loses_no_sample(orchestrator, clock):
     feed(orchestrator, clock, "h1", 2)  # arrives while the call is in flight
     first.errback(ApplicationError("crossbar.error.max_concurrency_reached", "busy"))
     assert orchestrator.stats["backpressure"] == 1
-    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [1, 2]
+    assert pending_seqs(orchestrator, "h1") == [1, 2]
     clock.advance(0.01)
     assert len(mesh.calls) == 1, "retried before the backoff elapsed"
     clock.advance(1.0)
@@ -224,12 +238,25 @@ def test_backpressure_restores_work_and_loses_no_sample(orchestrator, clock):
     assert mesh.topics("nerve.analysis.h1")[-1]["seq"] == 2
 
 
+def test_work_held_through_an_analyzer_outage_is_the_windows_rows_and_untracked_by_the_collector(orchestrator, clock):
+    # Ten minutes of pending samples at 4,000 hosts were ~2.4 GB of dicts the collector walked; now a list slot each.
+    orchestrator.mesh.connected = False
+    for seq in range(1, 6):
+        feed(orchestrator, clock, "h1", seq, cpu=float(seq))
+        clock.advance(1)
+    host = orchestrator.hosts["h1"]
+    assert all(row is entry for row, entry in zip(host.pending, host.window.entries))
+    gc.collect()
+    assert not any(gc.is_tracked(row) for row in host.pending)
+    assert [as_sample(row)["metrics"] for row in host.pending] == [{"cpu": float(seq)} for seq in range(1, 6)]
+
+
 def test_pending_work_per_host_is_bounded_newest_wins(orchestrator, clock):
     orchestrator.mesh.connected = False  # nothing can be sent: work piles up on the host
     for seq in range(1, 9):
         feed(orchestrator, clock, "h1", seq)
         clock.advance(1)
-    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [4, 5, 6, 7, 8]
+    assert pending_seqs(orchestrator, "h1") == [4, 5, 6, 7, 8]
     assert orchestrator.stats["coalesced"] == 3
 
 
@@ -282,7 +309,7 @@ def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did
     assert orchestrator.mesh.calls == [] and orchestrator.mesh.published == []
     done = orchestrator.hosts["h1"].window.samples()[1]
     orchestrator.follow_analysed({"hosts": {"h1": [2, done["ts"], "LOW"], "unknown": [1, 1.0, "HIGH"]}})
-    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [3]
+    assert pending_seqs(orchestrator, "h1") == [3]
     assert orchestrator.snapshot()["hosts"]["h1"]["level"] == "LOW"
 
 
@@ -292,7 +319,7 @@ def test_a_malformed_analyzer_answer_puts_the_samples_back(orchestrator, clock, 
     clock.advance(0.1)
     orchestrator.mesh.calls[0][2].callback({"analyzer": "broken", "hosts": hosts})
     assert orchestrator.stats["retries"] == 1
-    assert [s["seq"] for s in orchestrator.hosts["h1"].pending] == [1]
+    assert pending_seqs(orchestrator, "h1") == [1]
     assert orchestrator.in_flight_calls == 0 and not orchestrator.hosts["h1"].in_flight
 
 
@@ -314,7 +341,7 @@ def test_the_due_set_follows_every_change_of_pending_work_and_calls_in_flight(or
     orchestrator.mesh.calls[1][2].errback(ApplicationError("wamp.error.canceled", "callee disconnected"))
     assert_due("a")  # the failed call's samples are back
     orchestrator.active = False  # a standby drops what the active orchestrator analysed
-    orchestrator.follow_analysed({"hosts": {"a": [2, orchestrator.hosts["a"].pending[-1]["ts"], "LOW"]}})
+    orchestrator.follow_analysed({"hosts": {"a": [2, orchestrator.hosts["a"].pending[-1][1], "LOW"]}})
     assert_due()
 
 
