@@ -35,6 +35,9 @@ ANALYSIS_EVENTS = ("subscribed", "all")
 # How nerve.analyze calls travel: the batch as one binary value with compact results (packed), the same as
 # MessagePack lists the router decodes (compact), or readable results too (full, for debugging).
 ANALYSIS_WIRES = ("packed", "compact", "full")
+# An analyzer that refuses a packed call (one from before packed calls or sample rows) gets compact calls for
+# this long; then packed is tried again, so a mesh upgraded analyzer by analyzer moves back by itself.
+PACKED_REFUSED_SECONDS = 60.0
 LATENCY_SAMPLES = 10000
 BACKPRESSURE_ERRORS = ("crossbar.error.max_concurrency_reached",)
 NO_ANALYZER_ERRORS = ("wamp.error.no_such_procedure", "wamp.error.no_such_registration")
@@ -149,6 +152,7 @@ class Orchestrator:
         # The most calls in flight at once that the analyzers accepted: slots above it are probes and stay small.
         self.proven_slots = 0
         self.no_analyzer_logged = False
+        self.packed_refused_until = 0.0  # clock time until which packed calls fall back to compact
         self.active = False
         self.max_window = int(config.window / 0.05) + 1
         self.interest = TopicInterest(ANALYSIS_TOPIC_PREFIX)
@@ -247,7 +251,7 @@ class Orchestrator:
             del self.due[host.host_id]
             work.append((host, host.pending))
             host.pending = []
-        wire = self.config.analysis_wire
+        wire = self.wire()
         # Packed calls carry the window's rows as they are; the other forms are for analyzers that want plain values.
         payload = [{"host_id": host.host_id, "state": host.state,
                     "samples": samples if wire == "packed" else [as_sample(row) for row in samples]} for host, samples in work]
@@ -257,8 +261,13 @@ class Orchestrator:
         options = {} if wire == "full" else {"compact": True}
         call = self.mesh.call(ANALYZE_URI, pack_batch(payload) if wire == "packed" else payload,
                               timeout=self.config.call_timeout, **options)
-        call.addCallbacks(self._on_result, self._on_failure, callbackArgs=(work, sent_at), errbackArgs=(work,))
+        call.addCallbacks(self._on_result, self._on_failure, callbackArgs=(work, sent_at), errbackArgs=(work, wire))
         call.addErrback(lambda failure: log.failure("handling an analysis result failed", failure))
+
+    def wire(self):
+        """The form of the next nerve.analyze call: the configured one, or compact while an analyzer refuses packed."""
+        wire = self.config.analysis_wire
+        return "compact" if wire == "packed" and self.clock() < self.packed_refused_until else wire
 
     def _finish(self, work):
         self.in_flight_calls -= 1
@@ -302,7 +311,7 @@ class Orchestrator:
         if self.due:
             self._schedule_dispatch(0)
 
-    def _on_failure(self, failure, work):
+    def _on_failure(self, failure, work, wire=None):
         self._finish(work)
         for host, samples in work:
             # Put the work back in front of anything newer; coalesce to the newest max_pending samples.
@@ -319,6 +328,14 @@ class Orchestrator:
                 # Nothing of ours is in flight, yet every slot is taken (another caller): back off in time.
                 self.backoff = min(max(self.backoff * 2, 0.02), 0.5)
                 self.saturated_until = self.clock() + self.backoff
+        elif uri == InvalidArgument.uri and wire == "packed":
+            # Orchestrators validate what they send, so a refused packed call means an analyzer older than the form.
+            if self.clock() >= self.packed_refused_until:
+                log.warn("an analyzer refused a packed nerve.analyze call ({error}); sending compact calls for {seconds:.0f} s: "
+                         "upgrade the analyzers, or start the orchestrator with --analysis-wire compact",
+                         error=_reason(error), seconds=PACKED_REFUSED_SECONDS)
+            self.stats["packed_refused"] += 1
+            self.packed_refused_until = self.clock() + PACKED_REFUSED_SECONDS
         elif uri in NO_ANALYZER_ERRORS:
             if not self.no_analyzer_logged:
                 log.warn("no analyzer is connected; holding work until one registers {uri}", uri=ANALYZE_URI)
@@ -326,7 +343,7 @@ class Orchestrator:
             self.saturated_until = self.clock() + 0.25
         else:
             # A callee that died mid-call or timed out: the work goes to whichever analyzer is next.
-            log.info("analysis call failed ({error}); retrying", error=getattr(error, "error_message", lambda: error)())
+            log.info("analysis call failed ({error}); retrying", error=_reason(error))
         if self.in_flight_calls == 0 or uri not in BACKPRESSURE_ERRORS:
             self._schedule_dispatch(self.backoff if uri in BACKPRESSURE_ERRORS else 0.05)
 
@@ -544,6 +561,11 @@ class Orchestrator:
                     watched_hosts=sum(self.interest.wants(ANALYSIS_TOPIC_PREFIX + host_id) for host_id in self.hosts),
                     lag_seconds=self.lag_seconds(), gc=collection_stats(),
                     dropped=dict(self.mesh.dropped), handler_errors=dict(self.mesh.errors))
+
+
+def _reason(error):
+    """What a failed call's error says: an ApplicationError's message, or the exception itself."""
+    return error.error_message() if isinstance(error, ApplicationError) else error
 
 
 def _percentiles_ms(seconds):

@@ -8,7 +8,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import RegisterOptions, SubscribeOptions
 from twisted.internet import defer
 
-from components.analysis import pack_batch, unpack_batch
+from components.analysis import analyze_batch, pack_batch, unpack_batch
 from components.testing import EventLog, join, measurement, publish_acknowledged, sleep, wait_for_callees, wait_until
 
 
@@ -142,6 +142,33 @@ def test_a_packed_batch_comes_back_packed_and_bad_bytes_get_a_clear_error(router
                 raise AssertionError(f"nerve.analyze accepted {bad[:20]!r}")
     finally:
         yield caller.leave()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_analyzer_from_before_packed_calls_still_gets_the_work_in_a_form_it_reads(router, orchestrator, dashboard,
+                                                                                      watch_prefix):
+    # Upgrading analyzer by analyzer: one that refuses packed batches gets compact ones, so hosts stay analysed.
+    yield wait_for_callees(dashboard, "nerve.analyze", 0)
+    received = []
+
+    def legacy_analyze(hosts, compact=False):
+        received.append(type(hosts).__name__)
+        if not isinstance(hosts, list):
+            raise ApplicationError("nerve.error.invalid_argument", f"hosts: expected a list, got {type(hosts).__name__}")
+        return {"analyzer": "legacy-analyzer", "hosts": analyze_batch(hosts, compact=compact)}
+
+    legacy = yield join(router.rawsocket_url, "analyzer", "legacy-analyzer", router.ticket("analyzer", "legacy-analyzer"),
+                        serializers=("msgpack",))
+    try:
+        yield legacy.register(legacy_analyze, "nerve.analyze", options=RegisterOptions(invoke="roundrobin", concurrency=1))
+        analysis = yield watch_prefix("nerve.analysis.legacy-host")
+        yield play_host(router, "legacy-host", 3, {"cpu": 95.0, "mem": 40.0}, period=0.2)
+        events = yield wait_until(lambda: analysis.payloads("nerve.analysis.legacy-host"), timeout=10,
+                                  message="analysis of legacy-host by the legacy analyzer")
+    finally:
+        yield legacy.leave()
+    assert events[-1]["analyzer"] == "legacy-analyzer" and events[-1]["metrics"]["cpu"]["level"] == "HIGH"
+    assert received[0] == "bytes" and "list" in received, received
 
 
 @pytest_twisted.inlineCallbacks

@@ -16,7 +16,7 @@ from components.analyzer import Analyzer, AnalyzerConfig
 from components.config import MeshConfig
 from components.interest import TopicInterest, wildcard_matches
 from components.errors import ConfigError, InvalidArgument, NotFound
-from components.orchestrator import MAX_CALL_BYTES, Orchestrator, OrchestratorConfig
+from components.orchestrator import MAX_CALL_BYTES, PACKED_REFUSED_SECONDS, Orchestrator, OrchestratorConfig
 from components.testing import measurement
 from components.window import as_sample
 
@@ -442,6 +442,38 @@ def test_a_packed_batch_travels_as_one_binary_value_and_gives_the_analysis_lists
     assert wires == {"compact": {("list", True)}, "packed": {("bytes", True)}}
     assert len(events["packed"]) == 8 and events["packed"] == events["compact"]
     assert events["packed"][-1]["metrics"]["cpu"]["level"] == "HIGH"
+
+
+def test_an_analyzer_that_refuses_packed_calls_gets_compact_ones_until_packed_is_tried_again(orchestrator, clock):
+    # An analyzer from before packed calls says hosts must be a list: the work goes back and the mesh keeps analysing.
+    mesh = orchestrator.mesh
+    feed(orchestrator, clock, "h1", 1)
+    clock.advance(0.1)
+    (args, _), = mesh.wire
+    assert isinstance(args[0], bytes)
+    mesh.calls[0][2].errback(ApplicationError("nerve.error.invalid_argument", "hosts: expected a list, got bytes"))
+    assert orchestrator.stats["packed_refused"] == 1 and pending_seqs(orchestrator, "h1") == [1]
+    clock.advance(0.1)
+    args, options = mesh.wire[1]
+    assert options["compact"] is True and isinstance(args[0], list)
+    assert args[0][0]["samples"] == [{"seq": 1, "ts": args[0][0]["samples"][0]["ts"], "metrics": {"cpu": 10.0}}]
+    mesh.calls[1][2].callback(analysed(args[0]))
+    assert mesh.topics("nerve.orchestrator.analysed")[-1]["hosts"]["h1"][0] == 1
+    clock.advance(PACKED_REFUSED_SECONDS)
+    feed(orchestrator, clock, "h1", 2)
+    clock.advance(0.1)
+    assert isinstance(mesh.wire[2][0][0], bytes), "packed is tried again once the fallback has run its time"
+
+
+def test_a_refused_compact_call_is_retried_as_it_was(orchestrator, clock):
+    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), analysis_wire="compact")
+    compact = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+    compact.active = True
+    feed(compact, clock, "h1", 1)
+    clock.advance(0.1)
+    compact.mesh.calls[0][2].errback(ApplicationError("nerve.error.invalid_argument", "something else"))
+    clock.advance(0.1)
+    assert compact.stats["packed_refused"] == 0 and compact.wire() == "compact" and len(compact.mesh.wire) == 2
 
 
 def test_compact_analyzer_answers_become_the_same_analysis_events_as_full_ones(orchestrator, clock):
