@@ -3,7 +3,8 @@
     .venv/bin/python bench/tuning_bench.py --setting lazy_debug_format [--hosts 3000] [--seconds 20] [--rounds 2]
     .venv/bin/python bench/tuning_bench.py --setting tcp_nodelay --hosts 1000
 
-The settings are router/tuning.py's (`tcp_nodelay`, `lazy_debug_format`, `freeze_startup_heap`), each on by default.
+The settings are router/tuning.py's (`tcp_nodelay`, `lazy_debug_format`, `freeze_startup_heap`, `join_reads_once`),
+each on by default.
 Alternating for `--rounds` rounds, a router is started with the setting on and then off (the
 router config's component extra `tuning`); with each router:
 1. the ceiling flood of pipeline_bench (one publisher, one subscriber, RawSocket + msgpack,
@@ -66,14 +67,15 @@ def main(reactor, args):
             step = yield measure(args.setting, on, args)
             rows.append((round_index + 1, on, step))
             print(f"  round {round_index + 1}, {args.setting} {'on' if on else 'off'}: ceiling {step['flood'][1]:,.0f} msg/s, "
-                  f"pipeline p99 {step['p99']:.0f} ms", flush=True)
+                  f"pipeline p99 {step['p99']:.0f} ms, lag {step['lag']:.1f} s; probe's worst per 10 s: "
+                  + " ".join(f"{late:.1f}" for late in step["worst_by_10s"]) + f"; {step['stolen']:.0%} stolen", flush=True)
     print(f"{machine_line()}; ceiling flood of {args.events:,} events; {args.hosts} simulated hosts at 1 Hz, 2 analyzers, "
           f"{args.seconds:.0f} s per pipeline row")
     print(f"{'round':>5} {args.setting:>17} {'flood ev/s':>10} {'flood msg/s':>11} {'flood CPU':>9} {'us/msg':>6} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'probe p99':>9} {'call p50':>8} {'call p99':>8} {'lost':>5} {'router msg/s':>12} "
           f"{'router CPU':>10} {'us/msg':>6} {'GC ms/s':>7} {'longest GC':>10}")
     for round_index, on, step in rows:
-        delivered, flood_messages, flood_cpu = step["flood"]
+        delivered, flood_messages, flood_cpu, _ = step["flood"]
         print(f"{round_index:>5} {'on' if on else 'off':>17} {delivered:>10,.0f} {flood_messages:>11,.0f} {flood_cpu:>8.0f}% "
               f"{flood_cpu * 1e4 / flood_messages:>6.1f} {step['p50']:>7.0f} {step['p99']:>7.0f} {step['probe_p99']:>9.0f} "
               f"{step['call'].get('p50_ms', float('nan')):>8.0f} {step['call'].get('p99_ms', float('nan')):>8.0f} "
