@@ -5,7 +5,6 @@ Each setting is on by default; the router config's component extra `"tuning"` ca
 """
 
 import functools
-import gc
 import importlib
 from types import MappingProxyType
 
@@ -13,7 +12,7 @@ from crossbar.router.protocol import WampRawSocketServerProtocol
 
 from components.errors import ConfigError
 from components.framing import join_reads_once
-from components.gc_pauses import freeze_startup_heap
+from components.gc_pauses import freeze_startup_heap, unfreeze_heap
 
 DEFAULT_SETTINGS = MappingProxyType({"tcp_nodelay": True, "lazy_debug_format": True, "freeze_startup_heap": True,
                                      "join_reads_once": True})
@@ -96,6 +95,6 @@ def configure(overrides=None):
     if settings["freeze_startup_heap"]:
         freeze_startup_heap()
     else:
-        gc.unfreeze()
+        unfreeze_heap()
     # A 5 MB nerve.analyze call is otherwise copied once per read on its way through (join_reads_once).
     join_reads_once(settings["join_reads_once"])
