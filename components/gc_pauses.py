@@ -47,5 +47,5 @@ def unfreeze_heap():
 
 
 def collection_stats():
-    """Collections since timing started: how many, their total seconds, the longest one in seconds, objects frozen."""
+    """Collections since timing started: how many, their total seconds, the longest one in seconds, objects frozen at start-up."""
     return dict(pauses, frozen=frozen[0])

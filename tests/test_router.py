@@ -53,7 +53,8 @@ def test_the_router_freezes_its_startup_heap_unless_the_tuning_turns_it_off():
         tuning.configure()
         assert gc.get_freeze_count() > 10000
         # Reported from a count taken at freezing: counting again walks every frozen object (16 ms in a worker).
-        assert collection_stats()["frozen"] == gc.get_freeze_count()
+        # A frozen object freed since is still in that count, so the two may differ by a few.
+        assert 0 <= collection_stats()["frozen"] - gc.get_freeze_count() < 100
         tuning.configure({"freeze_startup_heap": False})
         assert gc.get_freeze_count() == 0 == collection_stats()["frozen"]
     finally:
