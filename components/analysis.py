@@ -75,6 +75,7 @@ dropped after `forget_after` seconds without values (if it comes back it starts 
 import math
 import numbers
 import re
+import struct
 from dataclasses import dataclass
 from itertools import chain
 from types import MappingProxyType
@@ -83,7 +84,6 @@ import msgpack
 import numpy as np
 
 from components.errors import InvalidArgument
-from components.window import as_sample
 
 LEVELS = ("LOW", "MEDIUM", "HIGH")
 STATE_VERSION = 1
@@ -300,18 +300,18 @@ def unpack_batch(data, path="hosts"):
     return items
 
 
-def _row_as_sample(row, path, host_id):
-    """A sample row [seq, ts, names, values] as its sample dict; InvalidArgument naming what is wrong with it."""
+def _row_parts(row, path, host_id):
+    """(seq, ts, names, values) of a sample row [seq, ts, names, float64 bytes]; InvalidArgument naming what is wrong."""
     if len(row) != 4:
         raise _bad(path, f"a sample row must be [seq, ts, metric names, float64 values], got {len(row)} items", host_id)
-    names, values = row[2], row[3]
-    if not isinstance(names, (list, tuple)) or not all(type(name) is str and name for name in names):
+    seq, ts, names, values = row
+    if not isinstance(names, (list, tuple)) or not set(map(type, names)) <= {str} or "" in names:
         raise _bad(path, "a sample row's metric names must be a list of non-empty strings", host_id)
     if not isinstance(values, bytes) or len(values) != 8 * len(names) or len(set(names)) != len(names):
         got = f"{len(values)} bytes" if isinstance(values, bytes) else type(values).__name__
         raise _bad(path, f"a sample row's values must be bytes holding one little-endian float64 per distinct metric "
                          f"name; got {got} for {len(names)} names ({len(set(names))} distinct)", host_id)
-    return as_sample(row)
+    return seq, ts, names, struct.unpack(f"<{len(names)}d", values)
 
 
 def _state_row_problem(row, last_ts):
@@ -428,26 +428,27 @@ def _gather(hosts):
         times, seqs = [], []
         previous = last_ts
         for j, sample in enumerate(samples):
-            if isinstance(sample, (list, tuple)):
-                sample = _row_as_sample(sample, f"{path}.samples[{j}]", host_id)
-            elif not isinstance(sample, dict):
+            # A row comes as its parts; a dict's metric names and values are its keys and values.
+            if isinstance(sample, dict):
+                ts, seq, metrics = sample.get("ts"), sample.get("seq"), sample.get("metrics")
+                sample_names, sample_values = metrics, metrics.values() if isinstance(metrics, dict) else None
+            elif isinstance(sample, (list, tuple)):
+                seq, ts, sample_names, sample_values = _row_parts(sample, f"{path}.samples[{j}]", host_id)
+            else:
                 raise _bad(f"{path}.samples[{j}]", f"expected a dict or a [seq, ts, names, values] row, got "
                                                    f"{type(sample).__name__}", host_id)
-            ts = sample.get("ts")
             if type(ts) is not float or not -MAX_ABS_TS <= ts <= MAX_ABS_TS:  # inline fast path of _check_ts
                 ts = _check_ts(ts, f"{path}.samples[{j}].ts", host_id)
             if previous is not None and not ts > previous:
                 raise _bad(f"{path}.samples[{j}].ts", f"{ts!r} is not after the previous ts {previous!r}", host_id)
             previous = ts
-            seq = sample.get("seq")
             if type(seq) is not int and (isinstance(seq, bool) or not isinstance(seq, numbers.Integral)):
                 raise _bad(f"{path}.samples[{j}].seq", f"expected an integer, got {seq!r}", host_id)
-            metrics = sample.get("metrics")
-            if not isinstance(metrics, dict):
+            if sample_values is None:
                 raise _bad(f"{path}.samples[{j}].metrics", f"expected a dict, got {type(metrics).__name__}", host_id)
-            ids = [row_of.get(name) for name in metrics]
+            ids = [row_of.get(name) for name in sample_names]
             if None in ids:
-                for k, name in enumerate(metrics):
+                for k, name in enumerate(sample_names):
                     if ids[k] is None:
                         if not isinstance(name, str) or not name:
                             raise _bad(f"{path}.samples[{j}].metrics[{name!r}]",
@@ -457,7 +458,7 @@ def _gather(hosts):
                         host_of_row.append(h)
             obs_row.extend(ids)
             obs_col.extend([j] * len(ids))
-            obs_val.extend(metrics.values())
+            obs_val.extend(sample_values)
             times.append(ts)
             seqs.append(int(seq))
         batch.host_rows.append(row_of)
