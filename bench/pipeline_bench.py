@@ -16,8 +16,10 @@
    result), the same latency seen by a subscriber of 20 hosts' analysis events (as open host
    details), router messages/s and CPU, the CPU of every process, and the time the router worker
    and the orchestrator spent in garbage collections (ms per second; neither does anything else
-   meanwhile) with the longest such pause since each started, and the probe's worst latency in
-   each 10 s of the step (when the lateness came).
+   meanwhile) with the longest such pause since each started, the probe's worst latency in
+   each 10 s of the step (when the lateness came), and the share of both cores' time the
+   hypervisor stole, for the step, per 10 s and during each ceiling flood (on a shared VM it
+   comes in bursts of 13-25 % that no process's own CPU shows).
 Each `--variant` (default: one, the defaults) runs the whole ladder with its own orchestrator
 and simulator arguments, so optimisations are compared in one run, e.g. `--variant "before=
 --analysis-events all --analysis-wire full --tick 1 // --aligned"`; `--baseline REV` first runs
