@@ -75,7 +75,6 @@ dropped after `forget_after` seconds without values (if it comes back it starts 
 import math
 import numbers
 import re
-import struct
 from dataclasses import dataclass
 from itertools import chain
 from types import MappingProxyType
@@ -84,6 +83,7 @@ import msgpack
 import numpy as np
 
 from components.errors import InvalidArgument
+from components.window import row_values
 
 LEVELS = ("LOW", "MEDIUM", "HIGH")
 STATE_VERSION = 1
@@ -311,7 +311,7 @@ def _row_parts(row, path, host_id):
         got = f"{len(values)} bytes" if isinstance(values, bytes) else type(values).__name__
         raise _bad(path, f"a sample row's values must be bytes holding one little-endian float64 per distinct metric "
                          f"name; got {got} for {len(names)} names ({len(set(names))} distinct)", host_id)
-    return seq, ts, names, struct.unpack(f"<{len(names)}d", values)
+    return seq, ts, names, row_values(names, values)
 
 
 def _state_row_problem(row, last_ts):

@@ -17,10 +17,15 @@ import struct
 from collections import deque
 
 
+def row_values(names, values):
+    """The floats a row's values bytes hold, one per name (little-endian float64: the row's wire form)."""
+    return struct.unpack(f"<{len(names)}d", values)
+
+
 def as_sample(row):
     """A (seq, ts, names, values) row, tuple or list, as the {seq, ts, metrics} dict it stands for."""
     seq, ts, names, values = row
-    return {"seq": seq, "ts": ts, "metrics": dict(zip(names, struct.unpack(f"<{len(names)}d", values)))}
+    return {"seq": seq, "ts": ts, "metrics": dict(zip(names, row_values(names, values)))}
 
 
 class SampleWindow:

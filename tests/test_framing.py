@@ -23,11 +23,18 @@ class Receiver(WampRawSocketProtocol):
         self.messages.append(payload)
 
 
+@pytest.fixture(autouse=True)
+def framing_as_it_was():
+    """Each test sets the process-wide receive path it needs; the next test finds it as it was."""
+    installed = WampRawSocketProtocol.dataReceived
+    yield
+    WampRawSocketProtocol.dataReceived = installed
+
+
 @pytest.fixture(params=[True, False], ids=["joined once", "twisted"])
 def joining(request):
     framing.join_reads_once(request.param)
-    yield request.param
-    framing.join_reads_once()
+    return request.param
 
 
 def frame(payload):
