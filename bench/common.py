@@ -49,6 +49,20 @@ class CpuMeter:
         return cpu, rss
 
 
+def histogram_percentile(before, after, fraction):
+    """The upper edge (ms) of the bucket holding `fraction` of what a cumulative {edges_ms, counts} histogram
+    counted between two readings (inf past the last edge, NaN when nothing was counted or there is no histogram)."""
+    if not before or not after:
+        return float("nan")
+    counts = [later - earlier for earlier, later in zip(before["counts"], after["counts"])]
+    total, seen = sum(counts), 0
+    for edge, count in zip(list(after["edges_ms"]) + [float("inf")], counts):
+        seen += count
+        if total and seen >= fraction * total:
+            return float(edge)
+    return float("nan")
+
+
 def busy_share(before, after):
     """Share of all cores' time that was busy between two psutil.cpu_times() readings (time stolen counts as busy)."""
     idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))

@@ -8,6 +8,7 @@ on the host (bounded), never in an unbounded global queue.
 
 import math
 import time
+from bisect import bisect_left
 from collections import Counter, deque
 from dataclasses import dataclass
 
@@ -39,6 +40,11 @@ ANALYSIS_WIRES = ("packed", "compact", "full")
 # this long; then packed is tried again, so a mesh upgraded analyzer by analyzer moves back by itself.
 PACKED_REFUSED_SECONDS = 60.0
 LATENCY_SAMPLES = 10000
+# Upper edges of the measurement-to-analysis histogram nerve.stats counts since start: a reader that takes it
+# twice has the distribution over every host between the two readings, where the percentiles above cover only
+# the last LATENCY_SAMPLES results (about 2 s at 4,000 hosts).
+LATENCY_EDGES_MS = (25, 50, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
+_LATENCY_EDGES_S = tuple(edge / 1000 for edge in LATENCY_EDGES_MS)
 BACKPRESSURE_ERRORS = ("crossbar.error.max_concurrency_reached",)
 NO_ANALYZER_ERRORS = ("wamp.error.no_such_procedure", "wamp.error.no_such_registration")
 ANALYSIS_SCHEMA = {
@@ -157,6 +163,7 @@ class Orchestrator:
         self.max_window = int(config.window / 0.05) + 1
         self.interest = TopicInterest(ANALYSIS_TOPIC_PREFIX)
         self.latencies = deque(maxlen=LATENCY_SAMPLES)  # seconds from a measurement's ts to its analysis
+        self.latency_counts = [0] * (len(LATENCY_EDGES_MS) + 1)  # the same, counted per LATENCY_EDGES_MS bucket
         self.call_times = deque(maxlen=LATENCY_SAMPLES)  # seconds per nerve.analyze round trip
         self.arrivals = deque(maxlen=LATENCY_SAMPLES)  # seconds from a measurement's ts to its arrival here
 
@@ -354,6 +361,7 @@ class Orchestrator:
         seq, ts, _, _ = samples[-1]
         host.analysed_seq, host.analysed_ts, host.analyzed_at, host.analyzer = seq, ts, round(now, 3), analyzer
         self.latencies.append(now - ts)
+        self.latency_counts[bisect_left(_LATENCY_EDGES_S, now - ts)] += 1
         topic = ANALYSIS_TOPIC_PREFIX + host.host_id
         if self.config.analysis_events == "all" or self.interest.wants(topic):
             self.mesh.publish(topic, self.analysis_of(host))
@@ -557,6 +565,7 @@ class Orchestrator:
         backlog = sum(len(host.pending) for host in self.hosts.values())
         return dict(self.stats, active=self.active, hosts=len(self.hosts), backlog=backlog, in_flight=self.in_flight_calls,
                     capacity=round(self.capacity, 2), analysis_latency=_percentiles_ms(self.latencies),
+                    analysis_latency_histogram={"edges_ms": list(LATENCY_EDGES_MS), "counts": list(self.latency_counts)},
                     call_time=_percentiles_ms(self.call_times), arrival_latency=_percentiles_ms(self.arrivals),
                     watched_hosts=sum(self.interest.wants(ANALYSIS_TOPIC_PREFIX + host_id) for host_id in self.hosts),
                     lag_seconds=self.lag_seconds(), gc=collection_stats(),

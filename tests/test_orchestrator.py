@@ -444,6 +444,18 @@ def test_a_packed_batch_travels_as_one_binary_value_and_gives_the_analysis_lists
     assert events["packed"][-1]["metrics"]["cpu"]["level"] == "HIGH"
 
 
+def test_stats_count_every_measurement_to_analysis_latency_in_buckets_a_reader_can_difference(orchestrator, clock):
+    # The percentiles cover the last 10,000 results (~2 s at 4,000 hosts); the histogram covers all of them.
+    for seq, delay in enumerate((0.02, 0.12, 0.12, 0.6, 12.0), start=1):
+        feed(orchestrator, clock, f"h{seq}", 1)
+        clock.advance(delay)
+        _, args, pending = orchestrator.mesh.calls[-1]
+        pending.callback(analysed(args[0]))
+    histogram = orchestrator.get_stats()["analysis_latency_histogram"]
+    counted = dict(zip(histogram["edges_ms"] + ["over"], histogram["counts"]))
+    assert {edge: count for edge, count in counted.items() if count} == {25: 1, 150: 2, 750: 1, "over": 1}
+
+
 def test_an_analyzer_that_refuses_packed_calls_gets_compact_ones_until_packed_is_tried_again(orchestrator, clock):
     # An analyzer from before packed calls says hosts must be a list: the work goes back and the mesh keeps analysing.
     mesh = orchestrator.mesh
