@@ -1,7 +1,7 @@
 """Ceiling vs pipeline, in one run: how close the full mesh gets to what the router alone can route.
 
     .venv/bin/python bench/pipeline_bench.py [--hosts 500,1000,1500,2000,3000] [--seconds 20] [--dashboards 2]
-        [--variant NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS] ...] [--baseline REV]
+        [--variant NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS[//ANALYZER_ARGS]] ...] [--baseline REV]
 
 1. Ceiling: through one router started with the project's config, one publisher floods ~80-byte
    events to one subscriber (RawSocket + msgpack, as backend components connect); first with a
@@ -23,9 +23,10 @@
    lateness came), and the share of both cores' time the hypervisor stole, for the step, per 10 s
    and during each ceiling flood (on a shared VM it comes in bursts of 13-25 % that no process's
    own CPU shows).
-Each `--variant` (default: one, the defaults) runs the whole ladder with its own orchestrator
-and simulator arguments, so optimisations are compared in one run, e.g. `--variant "before=
---analysis-events all --analysis-wire full --tick 1 // --aligned"`; `--baseline REV` first runs
+Each `--variant` (default: one, the defaults) runs the whole ladder with its own orchestrator,
+simulator and analyzer arguments, so optimisations are compared in one run, e.g. `--variant
+"before=--analysis-events all --analysis-wire full --tick 1 // --aligned"` or `--variant
+"two-slots=////--concurrency 2"`; `--baseline REV` first runs
 the ladder with the orchestrator, analyzers and simulator of git revision REV (a temporary
 worktree; the router is this checkout's). The summary gives hosts sustained, the ratio of the router's
 message rate at that load to the ceiling, and the router's messages per CPU second in the
@@ -153,11 +154,13 @@ def sustained(step, seconds):
 
 
 @defer.inlineCallbacks
-def run_variant(router, observer, name, orchestrator_args, simulator_args, source, args, dashboards):
-    """The host ladder with one orchestrator configuration and the components of one source tree; returns the steps."""
+def run_variant(router, observer, name, component_args, source, args, dashboards):
+    """The host ladder with one configuration ((orchestrator, simulator, analyzer) arguments) and the components of
+    one source tree; returns the steps."""
+    orchestrator_args, simulator_args, analyzer_args = component_args
     processes = [("orchestrator", ComponentProcess(router, "orchestrator", *orchestrator_args, source=source))]
     processes += [(f"analyzer-{k + 1}", ComponentProcess(router, "analyzer", "--authid", uri_safe(f"{name}-analyzer-{k + 1}"),
-                                                         source=source))
+                                                         *analyzer_args, source=source))
                   for k in range(args.analyzers)]
     steps = []
     try:
@@ -196,10 +199,10 @@ def main(reactor, args):
         yield sleep(5)
         pages = [(f"dashboard-{k + 1}", page) for k, page in enumerate(dashboards)]
         with source_trees(args.baseline) as trees:
-            variants = [(name, [], [], source) for name, source in trees[:-1]]  # the baseline, if any, first
-            variants += [(name, orchestrator_args, simulator_args, None) for name, orchestrator_args, simulator_args in args.variant]
-            for name, orchestrator_args, simulator_args, source in variants:
-                results[name] = yield run_variant(router, observer, name, orchestrator_args, simulator_args, source, args, pages)
+            variants = [(name, ([], [], []), source) for name, source in trees[:-1]]  # the baseline, if any, first
+            variants += [(name, component_args, None) for name, *component_args in args.variant]
+            for name, component_args, source in variants:
+                results[name] = yield run_variant(router, observer, name, component_args, source, args, pages)
         yield observer.leave()
     finally:
         for dashboard in dashboards:
@@ -248,12 +251,13 @@ def main(reactor, args):
 
 
 def parse_variant(text):
-    """NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS] -> (name, [orchestrator args], [simulator args])."""
+    """NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS[//ANALYZER_ARGS]] -> (name, [orchestrator], [simulator], [analyzer] args)."""
     name, _, rest = text.partition("=")
     if not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS], got {text!r}")
-    orchestrator_args, _, simulator_args = rest.partition("//")
-    return name, orchestrator_args.split(), simulator_args.split()
+        raise argparse.ArgumentTypeError(f"expected NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS[//ANALYZER_ARGS]], got {text!r}")
+    parts = rest.split("//", 2)
+    orchestrator_args, simulator_args, analyzer_args = parts + [""] * (3 - len(parts))
+    return name, orchestrator_args.split(), simulator_args.split(), analyzer_args.split()
 
 
 if __name__ == "__main__":
@@ -264,8 +268,8 @@ if __name__ == "__main__":
     parser.add_argument("--analyzers", type=int, default=2)
     parser.add_argument("--dashboards", type=int, default=2)
     parser.add_argument("--variant", type=parse_variant, action="append",
-                        help="NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS] (repeatable)")
+                        help="NAME=ORCHESTRATOR_ARGS[//SIMULATOR_ARGS[//ANALYZER_ARGS]] (repeatable)")
     parser.add_argument("--baseline", help="a git revision whose components to run the ladder with first")
     parsed = parser.parse_args()
-    parsed.variant = parsed.variant or [("default", [], [])]
+    parsed.variant = parsed.variant or [("default", [], [], [])]
     task.react(main, (parsed,))
