@@ -147,6 +147,12 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, s
             "machine_busy": busy_share(machine_before, machine_after)}
 
 
+def waves(step):
+    """When a step's lateness came, and how much of the machine the hypervisor took meanwhile, per 10 s."""
+    return ("probe's worst per 10 s: " + " ".join(f"{late:.1f}" for late in step["worst_by_10s"])
+            + "; stolen per 10 s: " + " ".join(f"{share:.0%}" for share in step["stolen_by_10s"]))
+
+
 def sustained(step, seconds):
     """No loss, p99 at the orchestrator and at the probe subscriber within 1 s, no backlog, and every host offered."""
     return (not step["lost"] and step["p99"] <= 1000 and step["probe_p99"] <= 1000 and step["lag"] <= 2
@@ -173,9 +179,7 @@ def run_variant(router, observer, name, component_args, source, args, dashboards
             print(f"  [{name}] {hosts} hosts: lost {step['lost']}, p99 {step['p99']:.0f} ms, lag {step['lag']} s, "
                   f"router {step['messages']:,.0f} msg/s; orchestrator to subscriber p50/p99 {step['delivery_p50']:.0f}/"
                   f"{step['delivery_p99']:.0f} ms; longest collection: router {step['gc']['router'][1]:.0f} ms, "
-                  f"orchestrator {step['gc']['orchestrator'][1]:.0f} ms; probe's worst per 10 s: "
-                  + " ".join(f"{late:.1f}" for late in step["worst_by_10s"]) + "; stolen per 10 s: "
-                  + " ".join(f"{share:.0%}" for share in step["stolen_by_10s"]), flush=True)
+                  f"orchestrator {step['gc']['orchestrator'][1]:.0f} ms; {waves(step)}", flush=True)
             if not sustained(step, args.seconds):
                 break
             yield sleep(3)  # the previous simulator's hosts go stale; let the digest settle

@@ -26,7 +26,7 @@ from twisted.internet import defer, task
 
 from common import machine_line  # noqa: E402 (puts the project on sys.path)
 from components.testing import ComponentProcess, RouterProcess, join, wait_for_callees  # noqa: E402
-from pipeline_bench import ceiling, pipeline_step  # noqa: E402
+from pipeline_bench import ceiling, pipeline_step, waves  # noqa: E402
 from router.tuning import DEFAULT_SETTINGS  # noqa: E402
 
 # Settings that have a client-side twin: the component flags for (on, off).
@@ -67,8 +67,7 @@ def main(reactor, args):
             step = yield measure(args.setting, on, args)
             rows.append((round_index + 1, on, step))
             print(f"  round {round_index + 1}, {args.setting} {'on' if on else 'off'}: ceiling {step['flood'][1]:,.0f} msg/s, "
-                  f"pipeline p99 {step['p99']:.0f} ms, lag {step['lag']:.1f} s; probe's worst per 10 s: "
-                  + " ".join(f"{late:.1f}" for late in step["worst_by_10s"]) + f"; {step['stolen']:.0%} stolen", flush=True)
+                  f"pipeline p99 {step['p99']:.0f} ms, lag {step['lag']:.1f} s; {waves(step)}", flush=True)
     print(f"{machine_line()}; ceiling flood of {args.events:,} events; {args.hosts} simulated hosts at 1 Hz, 2 analyzers, "
           f"{args.seconds:.0f} s per pipeline row")
     print(f"{'round':>5} {args.setting:>17} {'flood ev/s':>10} {'flood msg/s':>11} {'flood CPU':>9} {'us/msg':>6} "

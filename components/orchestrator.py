@@ -360,8 +360,9 @@ class Orchestrator:
         self._set_level(host, analysed.get("level"))
         seq, ts, _, _ = samples[-1]
         host.analysed_seq, host.analysed_ts, host.analyzed_at, host.analyzer = seq, ts, round(now, 3), analyzer
-        self.latencies.append(now - ts)
-        self.latency_counts[bisect_left(_LATENCY_EDGES_S, now - ts)] += 1
+        latency = now - ts
+        self.latencies.append(latency)
+        self.latency_counts[bisect_left(_LATENCY_EDGES_S, latency)] += 1
         topic = ANALYSIS_TOPIC_PREFIX + host.host_id
         if self.config.analysis_events == "all" or self.interest.wants(topic):
             self.mesh.publish(topic, self.analysis_of(host))
