@@ -3,8 +3,8 @@
     .venv/bin/python bench/tuning_bench.py --setting lazy_debug_format [--hosts 3000] [--seconds 20] [--rounds 2]
     .venv/bin/python bench/tuning_bench.py --setting tcp_nodelay --hosts 1000
 
-The settings are router/tuning.py's (`tcp_nodelay`, `lazy_debug_format`, `freeze_startup_heap`, `join_reads_once`),
-each on by default.
+The settings are router/tuning.py's (`tcp_nodelay`, `lazy_debug_format`, `freeze_startup_heap`, `join_reads_once`,
+`large_messages_at_once`), each on by default.
 Alternating for `--rounds` rounds, a router is started with the setting on and then off (the
 router config's component extra `tuning`); with each router:
 1. the ceiling flood of pipeline_bench (one publisher, one subscriber, RawSocket + msgpack,
@@ -16,7 +16,7 @@ router config's component extra `tuning`); with each router:
    router worker's garbage collections: ms per second during the step, and the longest one since
    the router started.
 No dashboards. For tcp_nodelay the components get `--tcp-nodelay` / `--no-tcp-nodelay` too, so
-Nagle's algorithm is on or off on both sides.
+Nagle's algorithm is on or off on both sides; likewise `--[no-]large-messages-at-once`.
 """
 
 import argparse
@@ -30,7 +30,8 @@ from pipeline_bench import ceiling, pipeline_step, waves  # noqa: E402
 from router.tuning import DEFAULT_SETTINGS  # noqa: E402
 
 # Settings that have a client-side twin: the component flags for (on, off).
-COMPONENT_FLAGS = {"tcp_nodelay": (["--tcp-nodelay"], ["--no-tcp-nodelay"])}
+COMPONENT_FLAGS = {"tcp_nodelay": (["--tcp-nodelay"], ["--no-tcp-nodelay"]),
+                   "large_messages_at_once": (["--large-messages-at-once"], ["--no-large-messages-at-once"])}
 
 
 @defer.inlineCallbacks

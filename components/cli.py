@@ -31,6 +31,9 @@ def mesh_options(role):
                          help="CA certificate to verify a wss:// or rss:// router with (e.g. .crossbar/tls/ca.pem)."),
             click.option("--tcp-nodelay/--no-tcp-nodelay", envvar="NERVE_TCP_NODELAY", default=True, show_default=True,
                          show_envvar=True, help="Send each message at once (off: Nagle's algorithm, for comparison)."),
+            click.option("--large-messages-at-once/--no-large-messages-at-once", envvar="NERVE_LARGE_MESSAGES_AT_ONCE",
+                         default=True, show_default=True, show_envvar=True,
+                         help="Read and write a large message in one go (off: 64/128 KiB a turn, for comparison)."),
         ]
         for option in reversed(options):
             command = option(command)
@@ -39,10 +42,12 @@ def mesh_options(role):
     return decorate
 
 
-def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, tcp_nodelay=True):
+def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, tcp_nodelay=True,
+                      large_messages_at_once=True):
     """The MeshConfig from the common options; a bad value is a usage error (exit 2)."""
     return checked(MeshConfig, role=role, router=router, realm=realm, authid=authid, ticket=ticket,
-                   secrets_file=secrets_file, log_level=log_level, ca_file=ca_file, tcp_nodelay=tcp_nodelay)
+                   secrets_file=secrets_file, log_level=log_level, ca_file=ca_file, tcp_nodelay=tcp_nodelay,
+                   large_messages_at_once=large_messages_at_once)
 
 
 def checked(factory, **values):
@@ -55,7 +60,8 @@ def checked(factory, **values):
 
 def split_mesh(kwargs):
     """Separate the common mesh options from a command's own options."""
-    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level", "ca_file", "tcp_nodelay")
+    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level", "ca_file", "tcp_nodelay",
+             "large_messages_at_once")
     return {name: kwargs.pop(name) for name in names}, kwargs
 
 
@@ -81,11 +87,12 @@ def skip_unused_modules():
 
 def run_or_exit(targets, config, mesh, name):
     """Run the component, its garbage collections timed (nerve.stats reports them), and exit with its code."""
-    from components.framing import join_reads_once
+    from components.framing import join_reads_once, read_large_messages_at_once
     from components.gc_pauses import freeze_startup_heap, time_collections
     from components.runner import run
 
     join_reads_once()
+    read_large_messages_at_once(config.mesh.large_messages_at_once)
     time_collections()
     freeze_startup_heap()
     sys.exit(run(targets, config, mesh=mesh, name=name))

@@ -40,6 +40,7 @@ class MeshConfig:
     log_level: str = "info"
     ca_file: Optional[Path] = None
     tcp_nodelay: bool = True
+    large_messages_at_once: bool = True
 
     def __post_init__(self):
         parsed = urlparse(self.router)

@@ -35,6 +35,7 @@ from twisted.logger import (  # noqa: E402
 from components.config import MeshConfig  # noqa: E402
 from components.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve  # noqa: E402
 from components.errors import InvalidArgument, NerveError, NotAuthenticated  # noqa: E402
+from components.framing import write_large_messages_at_once  # noqa: E402
 
 log = Logger(namespace="nerve")
 EXIT_AUTH_FAILED = 3
@@ -243,9 +244,14 @@ def call_handler(func, mesh, uri):
     return on_call
 
 
+def transport_of(session):
+    """The Twisted transport under a joined session (a TCP connection, or TLS over one), or None."""
+    return getattr(getattr(session, "_transport", None), "transport", None)
+
+
 def disable_nagle(session):
     """Send small and large messages at once: autobahn's RawSocket leaves Nagle on, which stalls each call ~40 ms."""
-    transport = getattr(getattr(session, "_transport", None), "transport", None)
+    transport = transport_of(session)
     if transport is not None and hasattr(transport, "setTcpNoDelay"):
         transport.setTcpNoDelay(True)
 
@@ -273,6 +279,8 @@ class Binder:
         self.mesh.session = session
         if self.mesh.config.mesh.tcp_nodelay:
             disable_nagle(session)
+        if self.mesh.config.mesh.large_messages_at_once:
+            write_large_messages_at_once(transport_of(session))
         for func, binding in self.bindings:
             try:
                 yield self._bind(session, func, binding)

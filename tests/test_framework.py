@@ -186,3 +186,21 @@ def test_mesh_config_transports_and_default_authid():
 @pytest.mark.parametrize("name, expected", [("Web-01.example.COM", "web-01-example-com"), ("---", "unnamed"), ("db_2", "db_2")])
 def test_uri_safe(name, expected):
     assert uri_safe(name) == expected
+
+
+@pytest.mark.parametrize("at_once", [True, False])
+def test_a_joined_component_writes_large_messages_at_once_unless_told_not_to(at_once):
+    from types import SimpleNamespace
+
+    from twisted.internet.abstract import FileDescriptor
+
+    from components import framing
+    from components.runner import Binder
+
+    connection = FileDescriptor(reactor=object())
+    session = SimpleNamespace(_transport=SimpleNamespace(transport=connection))
+    mesh_config = MeshConfig(role="analyzer", tcp_nodelay=False, large_messages_at_once=at_once)
+    binder = Binder([], Mesh(SimpleNamespace(mesh=mesh_config)))
+    binder.on_join(session, SimpleNamespace(realm="nerve", authid="analyzer-1", authrole="analyzer"))
+    assert binder.joined.called
+    assert connection.SEND_LIMIT == (framing.AT_ONCE_LIMIT if at_once else 128 * 1024)

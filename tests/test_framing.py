@@ -1,4 +1,4 @@
-"""RawSocket receiving with a large message's reads joined once: same messages out, no copy per read."""
+"""RawSocket receiving with a large message's reads joined once: same messages out, no copy per read, few reads."""
 
 import random
 import struct
@@ -6,6 +6,7 @@ import struct
 import pytest
 from autobahn.exception import PayloadExceededError
 from autobahn.twisted.rawsocket import WampRawSocketProtocol
+from twisted.internet.abstract import FileDescriptor
 
 from components import framing
 
@@ -23,18 +24,34 @@ class Receiver(WampRawSocketProtocol):
         self.messages.append(payload)
 
 
+class Connection(FileDescriptor):
+    """A transport with Twisted's read and write sizes, and nothing under it."""
+
+    def __init__(self):
+        super().__init__(reactor=object())
+
+
+def connected_receiver():
+    receiver = Receiver()
+    receiver.transport = Connection()
+    return receiver
+
+
 @pytest.fixture(autouse=True)
 def framing_as_it_was():
     """Each test sets the process-wide receive path it needs; the next test finds it as it was."""
-    installed = WampRawSocketProtocol.dataReceived
+    installed, at_once = WampRawSocketProtocol.dataReceived, framing._reading_at_once
     yield
     WampRawSocketProtocol.dataReceived = installed
+    framing.read_large_messages_at_once(at_once)
 
 
-@pytest.fixture(params=[True, False], ids=["joined once", "twisted"])
+@pytest.fixture(params=[(True, True), (True, False), (False, False)], ids=["read at once", "joined once", "twisted"])
 def joining(request):
-    framing.join_reads_once(request.param)
-    return request.param
+    joined, at_once = request.param
+    framing.join_reads_once(joined)
+    framing.read_large_messages_at_once(at_once)
+    return joined
 
 
 def frame(payload):
@@ -50,7 +67,7 @@ LARGE = [bytes([k % 251]) * size for k, size in
                          ids=["small, 1 byte", "small, up to 7", "large, up to 4 KB", "large, up to 64 KB", "large, up to 4 MB"])
 def test_every_message_comes_out_whole_and_in_order_however_the_stream_is_cut(joining, messages, largest_read):
     stream = b"".join(map(frame, messages))
-    receiver, rng, position = Receiver(), random.Random(largest_read), 0
+    receiver, rng, position = connected_receiver(), random.Random(largest_read), 0
     while position < len(stream):
         size = rng.randint(1, largest_read)
         receiver.dataReceived(stream[position:position + size])
@@ -77,3 +94,54 @@ def test_a_message_over_the_agreed_limit_is_refused_as_before(joining):
     receiver.MAX_LENGTH = 1000
     with pytest.raises(PayloadExceededError, match="exceeded"):
         receiver.dataReceived(struct.pack("!I", 5000) + b"x" * 100)
+
+
+@pytest.fixture
+def reading_at_once():
+    framing.join_reads_once()
+    framing.read_large_messages_at_once(True)
+
+
+def test_the_rest_of_a_large_message_is_read_in_one_go_then_reads_are_twisteds_again(reading_at_once):
+    payload = b"x" * (3 * framing.AT_ONCE_LIMIT // 2)
+    data = frame(payload) + frame(b"next")
+    receiver = connected_receiver()
+    receiver.dataReceived(data[:1000])
+    # The next read may take everything the message still misses, up to the limit.
+    assert receiver.transport.bufferSize == framing.AT_ONCE_LIMIT
+    receiver.dataReceived(data[1000:framing.AT_ONCE_LIMIT])
+    assert receiver.transport.bufferSize == len(frame(payload)) - framing.AT_ONCE_LIMIT
+    receiver.dataReceived(data[framing.AT_ONCE_LIMIT:])
+    assert receiver.messages == [payload, b"next"]
+    assert receiver.transport.bufferSize == FileDescriptor.bufferSize == 2**16
+
+
+def test_a_large_messages_last_bytes_are_read_with_at_least_twisteds_size(reading_at_once):
+    payload = b"y" * 2**20
+    receiver = connected_receiver()
+    receiver.dataReceived(frame(payload)[:-10])
+    assert receiver.transport.bufferSize == FileDescriptor.bufferSize  # not a 10-byte read
+    receiver.dataReceived(frame(payload)[-10:])
+    assert receiver.messages == [payload]
+
+
+def test_small_messages_keep_twisteds_read_size(reading_at_once):
+    receiver = connected_receiver()
+    receiver.dataReceived(b"".join(map(frame, SMALL)))
+    assert receiver.messages == SMALL and "bufferSize" not in vars(receiver.transport)
+
+
+def test_switched_off_a_large_message_is_read_in_twisteds_pieces(reading_at_once):
+    framing.read_large_messages_at_once(False)
+    receiver = connected_receiver()
+    receiver.dataReceived(frame(b"z" * 2**20)[:100])
+    assert receiver._gathered_reads and "bufferSize" not in vars(receiver.transport)
+
+
+def test_a_connection_may_hand_the_kernel_a_large_message_in_one_write():
+    connection = Connection()
+    assert connection.SEND_LIMIT == 128 * 1024
+    framing.write_large_messages_at_once(connection)
+    assert connection.SEND_LIMIT == framing.AT_ONCE_LIMIT
+    assert FileDescriptor.SEND_LIMIT == 128 * 1024  # other connections keep Twisted's
+    framing.write_large_messages_at_once(None)  # no TCP connection under the session (e.g. TLS): nothing to widen

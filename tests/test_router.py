@@ -40,7 +40,7 @@ def test_crossbar_formats_lazily_unless_the_tuning_turns_it_off():
         assert crossbar_router.pformat is pprint.pformat
         assert isinstance(crossbar_broker.hlid("nerve.measure.a"), str)
         assert tuning.settings == {"tcp_nodelay": True, "lazy_debug_format": False, "freeze_startup_heap": True,
-                                   "join_reads_once": True}
+                                   "join_reads_once": True, "large_messages_at_once": True}
     finally:
         tuning.configure()
         gc.unfreeze()  # this is the test process, not a router worker
@@ -73,6 +73,17 @@ def test_the_router_joins_a_large_messages_reads_once_unless_the_tuning_turns_it
         gc.unfreeze()
 
 
+def test_the_router_moves_large_messages_at_once_unless_the_tuning_turns_it_off():
+    try:
+        tuning.configure()
+        assert framing._reading_at_once
+        tuning.configure({"large_messages_at_once": False})
+        assert not framing._reading_at_once
+    finally:
+        tuning.configure()
+        gc.unfreeze()
+
+
 @pytest.mark.parametrize("module_name", sorted(LAZY_LOG_HELPERS))
 def test_crossbar_uses_the_deferred_helpers_only_as_log_arguments(module_name):
     # A lazy object is safe only where a log line formats it; a crossbar upgrade that concatenates
@@ -99,7 +110,7 @@ def test_crossbar_uses_the_deferred_helpers_only_as_log_arguments(module_name):
 
 def test_an_unknown_tuning_name_is_refused_with_the_known_ones():
     with pytest.raises(ConfigError, match="unknown router tuning tcp_no_delay; known: tcp_nodelay, lazy_debug_format, "
-                                              "freeze_startup_heap, join_reads_once"):
+                                              "freeze_startup_heap, join_reads_once, large_messages_at_once"):
         tuning.configure({"tcp_no_delay": False})
 
 
