@@ -4,8 +4,10 @@ import random
 import struct
 
 import pytest
+import pytest_twisted
 from autobahn.exception import PayloadExceededError
 from autobahn.twisted.rawsocket import WampRawSocketProtocol
+from twisted.internet import defer
 from twisted.internet.abstract import FileDescriptor
 
 from components import framing
@@ -145,3 +147,56 @@ def test_a_connection_may_hand_the_kernel_a_large_message_in_one_write():
     assert connection.SEND_LIMIT == framing.AT_ONCE_LIMIT
     assert FileDescriptor.SEND_LIMIT == 128 * 1024  # other connections keep Twisted's
     framing.write_large_messages_at_once(None)  # no TCP connection under the session (e.g. TLS): nothing to widen
+
+
+class CountingReceiver(Receiver):
+    """The framing layer on a real TCP connection, counting the reads a message takes (no WAMP handshake)."""
+
+    def __init__(self, done):
+        super().__init__()
+        self.done, self.reads = done, 0
+
+    def connectionMade(self):
+        pass
+
+    def connectionLost(self, reason=None):
+        pass
+
+    def dataReceived(self, data):
+        self.reads += 1
+        super().dataReceived(data)
+
+    def stringReceived(self, payload):
+        super().stringReceived(payload)
+        self.done.callback(self)
+
+
+@defer.inlineCallbacks
+def reads_of_a_message_over_tcp(size):
+    """How many reads a receiver on loopback TCP takes for one message of `size` bytes, its sender writing at once."""
+    from twisted.internet import protocol, reactor
+
+    done = defer.Deferred()
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(lambda: CountingReceiver(done)), interface="127.0.0.1")
+
+    class Sender(protocol.Protocol):
+        def connectionMade(self):
+            framing.write_large_messages_at_once(self.transport)
+            self.transport.write(frame(b"m" * size))
+
+    client = yield protocol.ClientCreator(reactor, Sender).connectTCP("127.0.0.1", port.getHost().port)
+    receiver = yield done
+    client.transport.loseConnection()
+    yield port.stopListening()
+    assert receiver.messages == [b"m" * size]
+    return receiver.reads
+
+
+@pytest_twisted.inlineCallbacks
+def test_over_real_tcp_a_large_message_takes_a_few_reads_instead_of_one_per_64_kib(reading_at_once):
+    size = 6 * 2**20
+    at_once = yield reads_of_a_message_over_tcp(size)
+    framing.read_large_messages_at_once(False)
+    twisteds = yield reads_of_a_message_over_tcp(size)
+    assert twisteds >= size // FileDescriptor.bufferSize  # Twisted reads 64 KiB at most
+    assert at_once <= twisteds // 4, f"{at_once} reads at once, {twisteds} Twisted's way"  # 8-9 vs 97 here
