@@ -56,11 +56,11 @@ def _data_received_joining_once(self, data):
 
 def _size_next_read(transport, missing):
     """The transport's next read: the rest of a large message (missing bytes, up to AT_ONCE_LIMIT), or Twisted's size."""
-    if not (_reading_at_once and isinstance(transport, FileDescriptor)):
+    if not isinstance(transport, FileDescriptor):
         return
     if missing is None:
-        transport.__dict__.pop("bufferSize", None)  # back to the class's 64 KiB
-    else:
+        transport.__dict__.pop("bufferSize", None)  # back to the class's 64 KiB, even if switched off meanwhile
+    elif _reading_at_once:
         transport.bufferSize = min(max(missing, FileDescriptor.bufferSize), AT_ONCE_LIMIT)
 
 

@@ -140,6 +140,14 @@ def test_switched_off_a_large_message_is_read_in_twisteds_pieces(reading_at_once
     assert receiver._gathered_reads and "bufferSize" not in vars(receiver.transport)
 
 
+def test_switched_off_mid_message_the_connection_still_returns_to_twisteds_reads(reading_at_once):
+    receiver = connected_receiver()
+    receiver.dataReceived(frame(b"z" * 2**20)[:100])
+    framing.read_large_messages_at_once(False)
+    receiver.dataReceived(frame(b"z" * 2**20)[100:])
+    assert receiver.messages == [b"z" * 2**20] and "bufferSize" not in vars(receiver.transport)
+
+
 def test_a_connection_may_hand_the_kernel_a_large_message_in_one_write():
     connection = Connection()
     assert connection.SEND_LIMIT == 128 * 1024
