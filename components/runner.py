@@ -35,7 +35,7 @@ from twisted.logger import (  # noqa: E402
 from components.config import MeshConfig  # noqa: E402
 from components.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve  # noqa: E402
 from components.errors import InvalidArgument, NerveError, NotAuthenticated  # noqa: E402
-from components.framing import write_large_messages_at_once  # noqa: E402
+from components.framing import tune_connection  # noqa: E402
 
 log = Logger(namespace="nerve")
 EXIT_AUTH_FAILED = 3
@@ -249,13 +249,6 @@ def transport_of(session):
     return getattr(getattr(session, "_transport", None), "transport", None)
 
 
-def disable_nagle(session):
-    """Send small and large messages at once: autobahn's RawSocket leaves Nagle on, which stalls each call ~40 ms."""
-    transport = transport_of(session)
-    if transport is not None and hasattr(transport, "setTcpNoDelay"):
-        transport.setTcpNoDelay(True)
-
-
 class Binder:
     """Binds the decorated functions of targets to each new session and unbinds timers on leave."""
 
@@ -277,10 +270,8 @@ class Binder:
     def on_join(self, session, details):
         """Subscribe, register and start timers for every binding."""
         self.mesh.session = session
-        if self.mesh.config.mesh.tcp_nodelay:
-            disable_nagle(session)
-        if self.mesh.config.mesh.large_messages_at_once:
-            write_large_messages_at_once(transport_of(session))
+        mesh_config = self.mesh.config.mesh
+        tune_connection(transport_of(session), mesh_config.tcp_nodelay, mesh_config.large_messages_at_once)
         for func, binding in self.bindings:
             try:
                 yield self._bind(session, func, binding)

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from crossbar.router.protocol import WampRawSocketServerProtocol
 
 from components.errors import ConfigError
-from components.framing import join_reads_once, read_large_messages_at_once, write_large_messages_at_once
+from components.framing import join_reads_once, read_large_messages_at_once, tune_connection
 from components.gc_pauses import freeze_startup_heap, unfreeze_heap
 
 DEFAULT_SETTINGS = MappingProxyType({"tcp_nodelay": True, "lazy_debug_format": True, "freeze_startup_heap": True,
@@ -22,13 +22,8 @@ _original_connection_made = WampRawSocketServerProtocol.connectionMade
 
 
 def _connection_made_tuned(self):
-    # Crossbar sets TCP_NODELAY for WebSocket but not RawSocket; with Nagle on, every large
-    # message's last segment waits for a delayed ACK (~40 ms per hop on loopback).
-    set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-    if set_no_delay is not None and settings["tcp_nodelay"]:
-        set_no_delay(True)
-    if settings["large_messages_at_once"]:
-        write_large_messages_at_once(self.transport)
+    # Crossbar sets TCP_NODELAY for WebSocket but not RawSocket (tune_connection says why it matters).
+    tune_connection(self.transport, settings["tcp_nodelay"], settings["large_messages_at_once"])
     return _original_connection_made(self)
 
 

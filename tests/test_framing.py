@@ -208,3 +208,21 @@ def test_over_real_tcp_a_large_message_takes_a_few_reads_instead_of_one_per_64_k
     twisteds = yield reads_of_a_message_over_tcp(size)
     assert twisteds >= size // FileDescriptor.bufferSize  # Twisted reads 64 KiB at most
     assert at_once <= twisteds // 4, f"{at_once} reads at once, {twisteds} Twisted's way"  # 8-9 vs 97 here
+
+
+class TcpConnection(Connection):
+    """A transport that records TCP_NODELAY as a TCP connection would set it."""
+
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled):
+        self.no_delay = enabled
+
+
+@pytest.mark.parametrize("no_delay, large_writes", [(True, True), (True, False), (False, True), (False, False)])
+def test_a_connection_is_tuned_as_asked_on_either_side(no_delay, large_writes):
+    connection = TcpConnection()
+    framing.tune_connection(connection, no_delay, large_writes)
+    assert connection.no_delay is no_delay
+    assert connection.SEND_LIMIT == (framing.AT_ONCE_LIMIT if large_writes else 128 * 1024)
+    framing.tune_connection(None)  # a session without a TCP connection under it is left alone
