@@ -221,9 +221,10 @@ def _check_ts(value, path, host_id):
 
 
 def _load_state(state, path, host_id):
-    """The host's last ts, metric names and raw rows (a float64 block, or lists) from its state; rows are checked later."""
+    """The host's last ts, metric names (a tuple) and raw rows (float64 bytes, or lists) from its state; rows are
+    checked later."""
     if state is None:
-        return None, [], []
+        return None, (), []
     if isinstance(state, bytes):
         state = _unseal(state, path, host_id)
     if not isinstance(state, dict):
@@ -247,21 +248,46 @@ def _load_state(state, path, host_id):
         raise _bad(f"{path}.metrics[{name!r}]", "metric names must be non-empty strings", host_id)
     if metrics and last_ts is None:
         raise _bad(f"{path}.ts", "expected a number when metrics are present, got None", host_id)
-    return last_ts, list(metrics), list(metrics.values())
+    return last_ts, tuple(metrics), list(metrics.values())
+
+
+# Metric name lists already found to be distinct non-empty strings, each kept as one tuple. A fleet's hosts
+# share a handful of lists, and looking one up costs a fraction of checking it again for every host.
+_CHECKED_NAMES = {}
+_CACHE_LIMIT = 4096
+
+
+def _checked_names(names):
+    """names as a shared tuple if it is a list or tuple of distinct non-empty strings, else None."""
+    if not isinstance(names, (list, tuple)):
+        return None
+    key = tuple(names)
+    try:
+        checked = _CHECKED_NAMES.get(key)
+    except TypeError:  # an unhashable item, so not a name
+        return None
+    if checked is None:
+        if not set(map(type, key)) <= {str} or "" in key or len(set(key)) != len(key):
+            return None
+        if len(_CHECKED_NAMES) >= _CACHE_LIMIT:
+            _CHECKED_NAMES.clear()
+        checked = _CHECKED_NAMES[key] = key
+    return checked
 
 
 def _unpack_rows(state, path, host_id):
-    """(names, rows as one float64 block) from a compact state; the rows are checked with the others later."""
+    """(names, rows as float64 bytes) from a compact state; the rows are checked with the others later."""
     names, rows = state.get("names"), state.get("rows")
-    if not isinstance(names, list) or not set(map(type, names)) <= {str} or "" in names:
-        raise _bad(f"{path}.names", "expected a list of non-empty metric names", host_id)
-    if len(set(names)) != len(names):
+    checked = _checked_names(names) if isinstance(names, list) else None
+    if checked is None:
+        if not isinstance(names, list) or not set(map(type, names)) <= {str} or "" in names:
+            raise _bad(f"{path}.names", "expected a list of non-empty metric names", host_id)
         raise _bad(f"{path}.names", "metric names must be unique", host_id)
-    if not isinstance(rows, bytes) or len(rows) != len(names) * _ROW_BYTES:
+    if not isinstance(rows, bytes) or len(rows) != len(checked) * _ROW_BYTES:
         got = f"{len(rows)} bytes" if isinstance(rows, bytes) else type(rows).__name__
-        raise _bad(f"{path}.rows", f"expected {len(names) * _ROW_BYTES} bytes ({STATE_WIDTH} float64 per name), got {got}",
-                   host_id)
-    return names, np.frombuffer(rows, dtype="<f8").reshape(-1, STATE_WIDTH)
+        raise _bad(f"{path}.rows", f"expected {len(checked) * _ROW_BYTES} bytes ({STATE_WIDTH} float64 per name), "
+                                   f"got {got}", host_id)
+    return checked, rows
 
 
 def _pack_rows(matrix):
@@ -305,13 +331,14 @@ def _row_parts(row, path, host_id):
     if len(row) != 4:
         raise _bad(path, f"a sample row must be [seq, ts, metric names, float64 values], got {len(row)} items", host_id)
     seq, ts, names, values = row
-    if not isinstance(names, (list, tuple)) or not set(map(type, names)) <= {str} or "" in names:
-        raise _bad(path, "a sample row's metric names must be a list of non-empty strings", host_id)
-    if not isinstance(values, bytes) or len(values) != 8 * len(names) or len(set(names)) != len(names):
+    checked = _checked_names(names)
+    if checked is None or not isinstance(values, bytes) or len(values) != 8 * len(checked):
+        if not isinstance(names, (list, tuple)) or not set(map(type, names)) <= {str} or "" in names:
+            raise _bad(path, "a sample row's metric names must be a list of non-empty strings", host_id)
         got = f"{len(values)} bytes" if isinstance(values, bytes) else type(values).__name__
         raise _bad(path, f"a sample row's values must be bytes holding one little-endian float64 per distinct metric "
                          f"name; got {got} for {len(names)} names ({len(set(names))} distinct)", host_id)
-    return seq, ts, names, row_values(names, values)
+    return seq, ts, checked, row_values(checked, values)
 
 
 def _state_row_problem(row, last_ts):
@@ -336,10 +363,13 @@ def _state_matrix(groups, last_ts, where):
     """The hosts' state rows (one group per host) as one float matrix, checked in bulk; the slow per-row check only
     runs to name a bad row."""
     matrix = None
-    if groups and set(map(type, groups)) == {np.ndarray}:  # compact states: a float64 block per host
-        matrix = raw_rows = np.concatenate(groups)  # its rows are iterated below only to name a bad one
+    if groups and set(map(type, groups)) == {bytes}:  # compact states: float64 bytes per host
+        # its rows are iterated below only to name a bad one
+        matrix = raw_rows = np.frombuffer(b"".join(groups), dtype="<f8").reshape(-1, STATE_WIDTH)
     else:
-        raw_rows = list(chain.from_iterable(groups))
+        raw_rows = list(chain.from_iterable(
+            np.frombuffer(group, dtype="<f8").reshape(-1, STATE_WIDTH) if isinstance(group, bytes) else group
+            for group in groups))
         if (set(map(type, raw_rows)) <= {list, tuple} and set(map(len, raw_rows)) <= {STATE_WIDTH}
                 and set(map(type, chain.from_iterable(raw_rows))) <= {float, int}):
             try:
@@ -367,13 +397,60 @@ def _state_matrix(groups, last_ts, where):
 
 
 class _Batch:
-    """The validated batch laid out for vectorised work: one row per (host, metric), one column per sample step."""
+    """The validated batch laid out for vectorised work: one row per (host, metric), one column per sample step.
+
+    A host's rows are consecutive, from `host_base[h]`, in the order of its layout's names.
+    """
 
     def __init__(self):
-        self.names, self.host_of_row = [], []  # per row
-        self.host_ids, self.host_rows, self.host_ts, self.host_seq, self.host_last = [], [], [], [], []  # per host
-        self.obs_row, self.obs_col, self.obs_val = [], [], []  # per observed value
-        self.state_rows, self.state = [], None  # rows that came with a state, and their floats
+        self.names, self.host_of_row = [], None  # per row
+        self.host_ids, self.host_layout, self.host_width, self.host_base = [], [], None, None  # per host
+        self.host_ts, self.host_seq, self.host_last, self.host_samples = [], [], [], None  # per host
+        self.obs_row, self.obs_col, self.obs_val = None, None, []  # per observed value
+        self.state_rows, self.state = None, None  # rows that came with a state, and their floats
+
+
+class _Layout:
+    """Where one host's values go, given its state's metric names and each sample's: the same for every host of a
+    fleet whose machines report the same metrics, so it is worked out once and looked up after."""
+
+    __slots__ = ("names", "sample_rows", "order", "sorted_names", "in_order")
+
+    def __init__(self, names, sample_rows):
+        self.names = tuple(names)  # row order: the state's names, then new ones as first seen
+        self.sample_rows = sample_rows  # per sample, the row (from the host's first) of each of its values
+        self.order = sorted(range(len(names)), key=names.__getitem__)  # rows in name order, as results list them
+        self.sorted_names = [names[row] for row in self.order]
+        self.in_order = self.order == list(range(len(names)))
+
+
+_LAYOUTS = {}  # (state names, each sample's names...) -> _Layout
+
+
+def _layout_of(key, path, host_id):
+    """The layout for a host whose state names and sample names are `key`; a new metric name must be a non-empty
+    string (the names of rows and states are checked before)."""
+    layout = _LAYOUTS.get(key)
+    if layout is not None:
+        return layout
+    names = list(key[0])
+    row_of = dict(zip(names, range(len(names))))
+    sample_rows = []
+    for j, sample_names in enumerate(key[1:]):
+        ids = [row_of.get(name) for name in sample_names]
+        if None in ids:
+            for k, name in enumerate(sample_names):
+                if ids[k] is None:
+                    if not isinstance(name, str) or not name:
+                        raise _bad(f"{path}.samples[{j}].metrics[{name!r}]", "metric names must be non-empty strings",
+                                   host_id)
+                    ids[k] = row_of[name] = len(names)
+                    names.append(name)
+        sample_rows.append(np.array(ids, dtype=np.intp))
+    if len(_LAYOUTS) >= _CACHE_LIMIT:
+        _LAYOUTS.clear()
+    layout = _LAYOUTS[key] = _Layout(names, sample_rows)
+    return layout
 
 
 def _check_values(batch):
@@ -397,14 +474,19 @@ def _check_values(batch):
     return np.array([float(value) for value in values], dtype=np.float64)
 
 
+def _positions_within(sizes):
+    """Each item's position within its group, for consecutive groups of the given sizes: [2, 3] -> [0, 1, 0, 1, 2]."""
+    return np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
 def _gather(hosts):
     """Validate the batch and lay it out as a _Batch."""
     if not isinstance(hosts, list):
         raise InvalidArgument(f"hosts: expected a list, got {type(hosts).__name__}")
     batch = _Batch()
-    names, host_of_row, obs_row, obs_col, obs_val = (batch.names, batch.host_of_row, batch.obs_row,
-                                                     batch.obs_col, batch.obs_val)
-    state_raw, state_ts = [], []
+    obs_val, layouts = batch.obs_val, batch.host_layout
+    known_of_host = []  # per host: how many of its rows come with its state
+    state_raw, state_known, state_last = [], [], []  # per host with a state: rows, how many, its ts
     for h, host in enumerate(hosts):
         path = f"hosts[{h}]"
         if not isinstance(host, dict):
@@ -417,14 +499,12 @@ def _gather(hosts):
         samples = host.get("samples")
         if not isinstance(samples, list):
             raise _bad(f"{path}.samples", f"expected a list, got {type(samples).__name__}", host_id)
-        base = len(names)
-        row_of = dict(zip(known, range(base, base + len(known))))
-        names.extend(known)
-        host_of_row.extend([h] * len(known))
-        batch.state_rows.extend(range(base, base + len(known)))
+        known_of_host.append(len(known))
         if known:
             state_raw.append(rows)
-        state_ts.extend([last_ts] * len(known))
+            state_known.append(len(known))
+            state_last.append(last_ts)
+        key = [known]
         times, seqs = [], []
         previous = last_ts
         for j, sample in enumerate(samples):
@@ -446,25 +526,28 @@ def _gather(hosts):
                 raise _bad(f"{path}.samples[{j}].seq", f"expected an integer, got {seq!r}", host_id)
             if sample_values is None:
                 raise _bad(f"{path}.samples[{j}].metrics", f"expected a dict, got {type(metrics).__name__}", host_id)
-            ids = [row_of.get(name) for name in sample_names]
-            if None in ids:
-                for k, name in enumerate(sample_names):
-                    if ids[k] is None:
-                        if not isinstance(name, str) or not name:
-                            raise _bad(f"{path}.samples[{j}].metrics[{name!r}]",
-                                       "metric names must be non-empty strings", host_id)
-                        ids[k] = row_of[name] = len(names)
-                        names.append(name)
-                        host_of_row.append(h)
-            obs_row.extend(ids)
-            obs_col.extend([j] * len(ids))
+            key.append(sample_names if type(sample_names) is tuple else tuple(sample_names))
             obs_val.extend(sample_values)
             times.append(ts)
             seqs.append(int(seq))
-        batch.host_rows.append(row_of)
+        layouts.append(_layout_of(tuple(key), path, host_id))
         batch.host_ts.append(times)
         batch.host_seq.append(seqs)
         batch.host_last.append(previous)
+
+    # A host's rows follow the previous host's: the per-row and per-value arrays come from the layouts at once.
+    widths = np.fromiter((len(layout.names) for layout in layouts), np.intp, count=len(layouts))
+    batch.host_width, batch.host_base = widths, np.cumsum(widths) - widths
+    batch.names = names = list(chain.from_iterable(layout.names for layout in layouts))
+    batch.host_of_row = host_of_row = np.repeat(np.arange(len(layouts)), widths)
+    batch.state_rows = np.nonzero(_positions_within(widths) < np.repeat(known_of_host, widths))[0]
+    state_ts = np.repeat(np.array(state_last, dtype=np.float64), state_known)
+    sample_rows = list(chain.from_iterable(layout.sample_rows for layout in layouts))
+    batch.host_samples = samples_of_host = np.fromiter(map(len, batch.host_ts), np.intp, count=len(layouts))
+    values_of_sample = np.fromiter(map(len, sample_rows), np.intp, count=len(sample_rows))
+    batch.obs_row = (np.concatenate(sample_rows) if sample_rows else np.zeros(0, np.intp)) + np.repeat(
+        np.repeat(batch.host_base, samples_of_host), values_of_sample)
+    batch.obs_col = np.repeat(_positions_within(samples_of_host), values_of_sample)
 
     def where(position):
         row = batch.state_rows[position]
@@ -636,11 +719,12 @@ def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams(),
     fresh[batch.state_rows] = False
 
     values = np.full((rows_total, steps), np.nan)
-    values[np.asarray(batch.obs_row, dtype=np.intp), np.asarray(batch.obs_col, dtype=np.intp)] = batch.obs_val
+    values[batch.obs_row, batch.obs_col] = batch.obs_val
     observed = ~np.isnan(values)
+    samples_of_host = batch.host_samples
     host_times = np.zeros((len(host_ts), steps))
-    for h, times in enumerate(host_ts):
-        host_times[h, : len(times)] = times
+    host_times[np.repeat(np.arange(len(host_ts)), samples_of_host), _positions_within(samples_of_host)] = list(
+        chain.from_iterable(host_ts))
 
     score_last = np.zeros(rows_total)
     change_log = []  # (row, step, previous level, new level), in the order adopted
@@ -662,7 +746,7 @@ def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams(),
             change_log.extend(zip(rows[positions].tolist(), [j] * len(positions), previous.tolist(), new.tolist()))
 
     # the anomaly describes the host's latest sample: a metric absent from it has nothing to score
-    last_step = np.array([len(times) - 1 for times in host_ts], dtype=np.intp)[host_of]
+    last_step = (samples_of_host - 1)[host_of]
     seen_last = np.zeros(rows_total, dtype=bool)
     has_last = np.nonzero(last_step >= 0)[0]
     seen_last[has_last] = observed[has_last, last_step[has_last]]
@@ -674,13 +758,21 @@ def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams(),
     st[~has_thr, _CAND] = -1.0
     st[~has_thr, _SINCE] = 0.0
 
-    level_rank = st[:, _LEVEL].astype(int).tolist()
-    alive_l = alive.tolist()
+    # A host's level is the highest of its live metrics'; a host whose metrics all live keeps its layout's order.
+    widths, base = batch.host_width, batch.host_base
+    host_level = np.full(len(host_ts), -1.0)
+    if rows_total:
+        filled = widths > 0
+        host_level[filled] = np.maximum.reduceat(np.where(alive, st[:, _LEVEL], -1.0), base[filled])
+    dead_before = np.concatenate(([0], np.cumsum(~alive)))
+    all_alive = (dead_before[base + widths] == dead_before[base]).tolist()
+    host_level_l, base_l, alive_l = host_level.astype(int).tolist(), base.tolist(), alive.tolist()
     if compact:
         anomaly_l, state_l, entries = _clean(anomaly), None, None
+        st_bytes = _pack_rows(st)
     else:
         state_l = st.tolist()
-        level_names = [LEVELS[level] if level >= 0 else None for level in level_rank]
+        level_names = [LEVELS[int(level)] if level >= 0 else None for level in st[:, _LEVEL].tolist()]
         columns = zip(st[:, _VALUE].tolist(), level_names, _clean(st[:, _MEAN]), _clean(st[:, _P95]),
                       _clean(_trend(st)), _clean(anomaly))
         entries = [{"value": value, "level": level, "mean": mean, "p95": p95, "trend": trend, "anomaly": score}
@@ -700,18 +792,29 @@ def analyze_batch(hosts, thresholds=DEFAULT_THRESHOLDS, params=AnalysisParams(),
 
     results = []
     for h, host_id in enumerate(batch.host_ids):
-        live = [item for item in sorted(batch.host_rows[h].items()) if alive_l[item[1]]]
-        live_names, rows = [name for name, _ in live], [row for _, row in live]
-        host_level = max(map(level_rank.__getitem__, rows), default=-1)
+        layout, first = batch.host_layout[h], base_l[h]
+        if all_alive[h]:
+            live_names = list(layout.sorted_names)
+            rows = None if layout.in_order else [first + row for row in layout.order]
+        else:
+            rows = [first + row for row in layout.order if alive_l[first + row]]
+            live_names = [names[row] for row in rows]
+        level = host_level_l[h]
         # sort is stable, so two changes of one metric at one sample keep their order
         changes = ([entry for _, _, entry in sorted(changes_by_host[h], key=lambda item: (item[0], item[1]))]
                    if changes_by_host[h] else [])
-        result = {"host_id": host_id, "level": LEVELS[host_level] if host_level >= 0 else None, "changes": changes}
+        result = {"host_id": host_id, "level": LEVELS[level] if level >= 0 else None, "changes": changes}
         if compact:
+            if rows is None:  # the host's rows as they lie, in name order: slices, not a gather
+                end = first + len(live_names)
+                packed, scores = st_bytes[first * _ROW_BYTES:end * _ROW_BYTES], anomaly_l[first:end]
+            else:
+                packed, scores = _pack_rows(st[rows]), [anomaly_l[row] for row in rows]
             result["state"] = {"version": COMPACT_STATE_VERSION, "ts": batch.host_last[h],
-                               "names": live_names, "rows": _pack_rows(st[rows])}
-            result["anomaly"] = list(map(anomaly_l.__getitem__, rows))
+                               "names": live_names, "rows": packed}
+            result["anomaly"] = scores
         else:
+            live = list(zip(live_names, range(first, first + len(live_names)) if rows is None else rows))
             result["state"] = {"version": STATE_VERSION, "ts": batch.host_last[h],
                                "metrics": {name: state_l[row] for name, row in live}}
             result["metrics"] = {name: entries[row] for name, row in live}

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import struct
 
 import msgpack
@@ -673,3 +674,35 @@ def test_compact_results_survive_every_wamp_serializer(serializer_name):
     assert decoded == result
     follow = analyze_one(mixed_samples(3, t0=T0 + 100), decoded["state"], compact=True)
     assert follow["state"]["ts"] > result["state"]["ts"]
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_hosts_of_one_fleet_share_a_layout_but_keep_their_own_values(compact):
+    # Hosts reporting the same metrics are laid out once per batch shape; each must still get exactly what it
+    # would alone, whatever order its state lists the metrics in and whichever metrics it has forgotten.
+    params = AnalysisParams(forget_after=30.0)
+    fleet = [{"host_id": f"h{k}", "state": None, "samples": mixed_samples(12, seed=k)} for k in range(6)]
+    first = analyze_batch(fleet, params=params, compact=compact)
+    unsorted = dict(reversed(list(analyze_one(mixed_samples(12, seed=9))["state"]["metrics"].items())))
+    later = [{"host_id": host["host_id"], "state": result["state"], "samples": mixed_samples(3, seed=k, t0=T0 + 40)}
+             for k, (host, result) in enumerate(zip(fleet, first))]
+    later[1]["samples"] = [{"seq": 99, "ts": T0 + 45.0, "metrics": {"cpu": 97.0}}]  # the others go past forget_after
+    later[2]["state"] = {"version": 1, "ts": T0 + 20.0, "metrics": unsorted}
+    later[3]["samples"] = []
+    if compact:
+        later[4]["state"] = unpack_batch(pack_results([first[4]]))[0]["state"]  # sealed, as the orchestrator keeps it
+    together = analyze_batch(later, params=params, compact=compact)
+    assert together == [analyze_batch([host], params=params, compact=compact)[0] for host in later]
+    assert together[0] != together[5] and together[0]["host_id"] == "h0"
+    names = (lambda result: result["state"]["names"]) if compact else (lambda result: list(result["state"]["metrics"]))
+    assert names(together[1]) == ["cpu"]  # the rest were forgotten
+    assert names(together[2]) == sorted(unsorted)
+
+
+def test_a_remembered_name_list_does_not_let_a_bad_one_through():
+    good = [[0, 1.0, ["cpu", "mem"], bytes(16)]]
+    analyze_batch([good_host(samples=good)])
+    for names, fragment in ((["cpu", "cpu"], "(1 distinct)"), (["cpu", ""], "non-empty strings"),
+                            (["cpu", 1], "non-empty strings")):
+        with pytest.raises(InvalidArgument, match=re.escape(fragment)):
+            analyze_batch([good_host(samples=[[0, 1.0, names, bytes(16)]])])
