@@ -88,13 +88,14 @@ def skip_unused_modules():
 def run_or_exit(targets, config, mesh, name):
     """Run the component, its garbage collections timed (nerve.stats reports them), and exit with its code."""
     from components.framing import join_reads_once, read_large_messages_at_once
-    from components.gc_pauses import freeze_startup_heap, time_collections
+    from components.gc_pauses import YOUNG_THRESHOLD, freeze_startup_heap, set_young_threshold, time_collections
     from components.runner import run
 
     join_reads_once()
     read_large_messages_at_once(config.mesh.large_messages_at_once)
     time_collections()
     freeze_startup_heap()
+    set_young_threshold(YOUNG_THRESHOLD)
     sys.exit(run(targets, config, mesh=mesh, name=name))
 
 

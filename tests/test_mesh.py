@@ -184,8 +184,14 @@ def test_router_and_orchestrator_report_their_messages_and_garbage_collections(r
         yield operator.leave()
     assert after["received"]["Call"] - before["received"]["Call"] >= 51 and after["cpu_seconds"] > before["cpu_seconds"]
     for collections in (after["gc"], stats["gc"]):
-        assert collections["count"] > 0 and 0 < collections["max_seconds"] <= collections["seconds"], collections
+        # A quiet orchestrator may not have collected yet (its young generation takes 10,000 net new objects);
+        # the timing itself is tested in-process (test_gc_pauses_time_every_collection).
+        assert 0 <= collections["max_seconds"] <= collections["seconds"], collections
         assert collections["frozen"] > 10000, "the start-up heap is walked by every full collection"
+    assert after["gc"]["count"] > 0 and after["gc"]["max_seconds"] > 0
+    # A component collects its young generation less often (components/gc_pauses.py); the router worker keeps
+    # CPython's threshold, which measured better there (docs/benchmarks.md, run 59).
+    assert stats["gc"]["thresholds"][0] == 10_000 and after["gc"]["thresholds"][0] == 700
 
 
 @pytest_twisted.inlineCallbacks

@@ -508,3 +508,15 @@ def test_compact_analyzer_answers_become_the_same_analysis_events_as_full_ones(o
     assert events[1][-1]["metrics"]["cpu"]["level"] == "HIGH"
     assert orchestrator.history("h-1")["analysis"]["metrics"] == events[1][-1]["metrics"]
     assert orchestrator.get_stats()["analysis_latency"]["samples"] == 8
+
+
+def test_gc_pauses_time_every_collection():
+    from components.gc_pauses import collection_stats, time_collections
+
+    time_collections()
+    time_collections()  # idempotent: one callback, so each collection is counted once
+    before = collection_stats()
+    gc.collect()
+    after = collection_stats()
+    assert after["count"] == before["count"] + 1
+    assert 0 < after["max_seconds"] <= after["seconds"] and after["seconds"] > before["seconds"]
