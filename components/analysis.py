@@ -411,32 +411,34 @@ class _Batch:
 
 
 class _Layout:
-    """Where one host's values go, given its state's metric names and each sample's: the same for every host of a
-    fleet whose machines report the same metrics, so it is worked out once and looked up after."""
+    """Where one host's values go, given its state's metric names and the distinct name lists of its samples: the
+    same for every host of a fleet whose machines report the same metrics, so it is worked out once and looked up."""
 
-    __slots__ = ("names", "sample_rows", "order", "sorted_names", "in_order")
+    __slots__ = ("names", "shape_rows", "order", "sorted_names", "in_order")
 
-    def __init__(self, names, sample_rows):
+    def __init__(self, names, shape_rows):
         self.names = tuple(names)  # row order: the state's names, then new ones as first seen
-        self.sample_rows = sample_rows  # per sample, the row (from the host's first) of each of its values
+        self.shape_rows = shape_rows  # per distinct sample shape (names in order), the row of each of its values
         self.order = sorted(range(len(names)), key=names.__getitem__)  # rows in name order, as results list them
         self.sorted_names = [names[row] for row in self.order]
         self.in_order = self.order == list(range(len(names)))
 
 
-_LAYOUTS = {}  # (state names, each sample's names...) -> _Layout
+# (state names, each distinct sample shape in order of first appearance) -> _Layout. Keyed by distinct shapes, not
+# by samples, so a backlog of many samples per host adds no entries.
+_LAYOUTS = {}
 
 
-def _layout_of(key, path, host_id):
-    """The layout for a host whose state names and sample names are `key`; a new metric name must be a non-empty
-    string (the names of rows and states are checked before)."""
+def _layout_of(key, first_sample, path, host_id):
+    """The layout for a host whose state names and sample shapes are `key` (shape i first seen in sample
+    first_sample[i]); a new metric name must be a non-empty string (the names of rows and states are checked before)."""
     layout = _LAYOUTS.get(key)
     if layout is not None:
         return layout
     names = list(key[0])
     row_of = dict(zip(names, range(len(names))))
-    sample_rows = []
-    for j, sample_names in enumerate(key[1:]):
+    shape_rows = []
+    for j, sample_names in zip(first_sample, key[1:]):
         ids = [row_of.get(name) for name in sample_names]
         if None in ids:
             for k, name in enumerate(sample_names):
@@ -446,10 +448,10 @@ def _layout_of(key, path, host_id):
                                    host_id)
                     ids[k] = row_of[name] = len(names)
                     names.append(name)
-        sample_rows.append(np.array(ids, dtype=np.intp))
+        shape_rows.append(np.array(ids, dtype=np.intp))
     if len(_LAYOUTS) >= _CACHE_LIMIT:
         _LAYOUTS.clear()
-    layout = _LAYOUTS[key] = _Layout(names, sample_rows)
+    layout = _LAYOUTS[key] = _Layout(names, shape_rows)
     return layout
 
 
@@ -485,6 +487,7 @@ def _gather(hosts):
         raise InvalidArgument(f"hosts: expected a list, got {type(hosts).__name__}")
     batch = _Batch()
     obs_val, layouts = batch.obs_val, batch.host_layout
+    sample_rows = []  # per sample, the rows of its values (from its host's first)
     known_of_host = []  # per host: how many of its rows come with its state
     state_raw, state_known, state_last = [], [], []  # per host with a state: rows, how many, its ts
     for h, host in enumerate(hosts):
@@ -504,7 +507,7 @@ def _gather(hosts):
             state_raw.append(rows)
             state_known.append(len(known))
             state_last.append(last_ts)
-        key = [known]
+        shapes, first_sample, sample_shapes = {}, [], []  # distinct name tuples in order, where each came first
         times, seqs = [], []
         previous = last_ts
         for j, sample in enumerate(samples):
@@ -526,11 +529,17 @@ def _gather(hosts):
                 raise _bad(f"{path}.samples[{j}].seq", f"expected an integer, got {seq!r}", host_id)
             if sample_values is None:
                 raise _bad(f"{path}.samples[{j}].metrics", f"expected a dict, got {type(metrics).__name__}", host_id)
-            key.append(sample_names if type(sample_names) is tuple else tuple(sample_names))
+            shape = sample_names if type(sample_names) is tuple else tuple(sample_names)
+            index = shapes.setdefault(shape, len(shapes))
+            if index == len(first_sample):
+                first_sample.append(j)
+            sample_shapes.append(index)
             obs_val.extend(sample_values)
             times.append(ts)
             seqs.append(int(seq))
-        layouts.append(_layout_of(tuple(key), path, host_id))
+        layout = _layout_of((known, *shapes), first_sample, path, host_id)
+        layouts.append(layout)
+        sample_rows.extend(map(layout.shape_rows.__getitem__, sample_shapes))
         batch.host_ts.append(times)
         batch.host_seq.append(seqs)
         batch.host_last.append(previous)
@@ -542,7 +551,6 @@ def _gather(hosts):
     batch.host_of_row = host_of_row = np.repeat(np.arange(len(layouts)), widths)
     batch.state_rows = np.nonzero(_positions_within(widths) < np.repeat(known_of_host, widths))[0]
     state_ts = np.repeat(np.array(state_last, dtype=np.float64), state_known)
-    sample_rows = list(chain.from_iterable(layout.sample_rows for layout in layouts))
     batch.host_samples = samples_of_host = np.fromiter(map(len, batch.host_ts), np.intp, count=len(layouts))
     values_of_sample = np.fromiter(map(len, sample_rows), np.intp, count=len(sample_rows))
     batch.obs_row = (np.concatenate(sample_rows) if sample_rows else np.zeros(0, np.intp)) + np.repeat(

@@ -706,3 +706,14 @@ def test_a_remembered_name_list_does_not_let_a_bad_one_through():
                             (["cpu", 1], "non-empty strings")):
         with pytest.raises(InvalidArgument, match=re.escape(fragment)):
             analyze_batch([good_host(samples=[[0, 1.0, names, bytes(16)]])])
+
+
+def test_a_backlog_of_samples_adds_no_layouts():
+    # Layouts are remembered per distinct shape of names, so hosts catching up with 1 to 60 samples each
+    # (as after an analyzer outage) share one, instead of one per sample count.
+    from components import analysis
+
+    analysis._LAYOUTS.clear()
+    samples = samples_of([10.0 + k for k in range(60)], "cpu")
+    analyze_batch([{"host_id": f"h{k}", "state": None, "samples": samples[:k + 1]} for k in range(60)])
+    assert len(analysis._LAYOUTS) == 1
