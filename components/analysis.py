@@ -489,7 +489,7 @@ def _gather(hosts):
     obs_val, layouts = batch.obs_val, batch.host_layout
     sample_rows = []  # per sample, the rows of its values (from its host's first)
     known_of_host = []  # per host: how many of its rows come with its state
-    state_raw, state_known, state_last = [], [], []  # per host with a state: rows, how many, its ts
+    state_raw, state_last = [], []  # per host with a state: its rows, its ts
     for h, host in enumerate(hosts):
         path = f"hosts[{h}]"
         if not isinstance(host, dict):
@@ -505,7 +505,6 @@ def _gather(hosts):
         known_of_host.append(len(known))
         if known:
             state_raw.append(rows)
-            state_known.append(len(known))
             state_last.append(last_ts)
         shapes, first_sample, sample_shapes = {}, [], []  # distinct name tuples in order, where each came first
         times, seqs = [], []
@@ -549,8 +548,9 @@ def _gather(hosts):
     batch.host_width, batch.host_base = widths, np.cumsum(widths) - widths
     batch.names = names = list(chain.from_iterable(layout.names for layout in layouts))
     batch.host_of_row = host_of_row = np.repeat(np.arange(len(layouts)), widths)
+    known_of_host = np.array(known_of_host, dtype=np.intp)
     batch.state_rows = np.nonzero(_positions_within(widths) < np.repeat(known_of_host, widths))[0]
-    state_ts = np.repeat(np.array(state_last, dtype=np.float64), state_known)
+    state_ts = np.repeat(np.array(state_last, dtype=np.float64), known_of_host[known_of_host > 0])
     batch.host_samples = samples_of_host = np.fromiter(map(len, batch.host_ts), np.intp, count=len(layouts))
     values_of_sample = np.fromiter(map(len, sample_rows), np.intp, count=len(sample_rows))
     batch.obs_row = (np.concatenate(sample_rows) if sample_rows else np.zeros(0, np.intp)) + np.repeat(
