@@ -17,10 +17,15 @@ import txaio
 
 txaio.use_twisted()
 
+import msgpack  # noqa: E402
+from autobahn.exception import PayloadExceededError  # noqa: E402
 from autobahn.twisted.component import Component  # noqa: E402
+from autobahn.twisted.rawsocket import WampRawSocketProtocol  # noqa: E402
 from autobahn.twisted.wamp import Session  # noqa: E402
 from autobahn.wamp import message  # noqa: E402
-from autobahn.wamp.exception import ApplicationError  # noqa: E402
+from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost  # noqa: E402
+from autobahn.wamp.request import PublishRequest  # noqa: E402
+from autobahn.wamp.serializer import MsgPackSerializer  # noqa: E402
 from autobahn.wamp.types import CallOptions, EventDetails, PublishOptions, RegisterOptions, SubscribeOptions  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.logger import (  # noqa: E402
@@ -89,6 +94,13 @@ def load_module(target):
 # Built once: a tracker simulating thousands of hosts publishes thousands of times a second.
 PUBLISH_OPTIONS = {(acknowledge, retain): PublishOptions(acknowledge=acknowledge, retain=retain) if (acknowledge or retain) else None
                    for acknowledge in (False, True) for retain in (False, True)}
+# For the options NerveSession frames itself (not retained): the options dict Autobahn would write, and whether the
+# router acknowledges the publish.
+_FRAMED_PUBLISH_OPTIONS = {options: (message.Publish(1, "a", **(options.message_attr() if options else {})).marshal_options(),
+                                     bool(options and options.acknowledge))
+                           for options in (PUBLISH_OPTIONS[False, False], PUBLISH_OPTIONS[True, False])}
+_CHECKED_TOPICS = set()
+_CHECKED_TOPICS_LIMIT = 65536
 
 
 class Mesh:
@@ -194,7 +206,7 @@ def _is_nerve_handler(subscription):
 
 
 class NerveSession(Session):
-    """A WAMP session that hands plain events straight to nerve's event handlers.
+    """A WAMP session that hands plain events straight to nerve's event handlers and frames plain publishes itself.
 
     Autobahn wraps every handler call in a Deferred with success and error callbacks. An
     event_handler already counts and logs every failure and returns nothing, so for it that
@@ -217,6 +229,45 @@ class NerveSession(Session):
                     subscription.handler.fn(*args, details=details, **kwargs)
                 return None
         return super().onMessage(msg)
+
+
+    def publish(self, topic, *args, options=None, **kwargs):
+        """Publish as Autobahn does; a plain publish over RawSocket and MessagePack is framed here.
+
+        Autobahn checks the URI, builds a message object, marshals it and serializes that: 16 µs a
+        publish, where packing the same list takes 5 µs, and a simulator publishes thousands a second.
+        The bytes are the same (tested); retained or encrypted publishes and keyword arguments keep
+        Autobahn's path.
+        """
+        transport = self._transport
+        framed = _FRAMED_PUBLISH_OPTIONS.get(options) if not kwargs and not self._payload_codec else None
+        if (framed is None or type(topic) is not str or not isinstance(transport, WampRawSocketProtocol)
+                or not isinstance(transport._serializer, MsgPackSerializer)):
+            return super().publish(topic, *args, options=options, **kwargs)
+        options_sent, acknowledge = framed
+        if topic not in _CHECKED_TOPICS:
+            message.check_or_raise_uri(topic, message="NerveSession.publish()", strict=False, allow_empty_components=False,
+                                       allow_none=False)
+            if len(_CHECKED_TOPICS) >= _CHECKED_TOPICS_LIMIT:
+                _CHECKED_TOPICS.clear()
+            _CHECKED_TOPICS.add(topic)
+        if not transport.isOpen():
+            raise TransportLost()
+        request_id = self._request_id_gen.next()
+        try:
+            payload = msgpack.packb([message.Publish.MESSAGE_TYPE, request_id, options_sent, topic, args] if args else
+                                    [message.Publish.MESSAGE_TYPE, request_id, options_sent, topic], use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise SerializationError(f"unable to serialize WAMP application payload ({error})") from None
+        if 0 < transport._max_len_send < len(payload):
+            raise PayloadExceededError(f"tried to send RawSocket message with size {len(payload)} exceeding payload "
+                                       f"limit of {transport._max_len_send} octets")
+        on_reply = None
+        if acknowledge:
+            on_reply = txaio.create_future()
+            self._publish_reqs[request_id] = PublishRequest(request_id, on_reply, was_encrypted=False)
+        transport.sendString(payload)
+        return on_reply
 
 
 def to_application_error(failure, uri):

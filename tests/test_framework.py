@@ -115,6 +115,73 @@ def test_session_hands_plain_events_to_nerve_handlers_directly_and_others_to_aut
     assert wrapped_by_autobahn == [foreign]  # the nerve handler skipped Autobahn's Deferred wrapping
 
 
+def framed_session(max_len_send=0):
+    """A NerveSession on a RawSocket MessagePack transport whose sent frames are kept, and one sent the Autobahn way."""
+    from autobahn.twisted.rawsocket import WampRawSocketClientProtocol
+    from autobahn.twisted.wamp import Session
+    from autobahn.wamp.serializer import MsgPackSerializer
+
+    sessions = []
+    for session in (NerveSession(), Session()):
+        transport = WampRawSocketClientProtocol()
+        transport._serializer, transport._session, transport._max_len_send = MsgPackSerializer(), session, max_len_send
+        transport.sent = []
+        transport.sendString = transport.sent.append
+        session._transport, session._session_id = transport, 1
+        sessions.append(session)
+    return sessions
+
+
+MEASUREMENT = {"host_id": "web-1", "seq": 3, "ts": 1700000000.25, "metrics": {"cpu": 12.5, "procs": 301}, "tag": b"\x00"}
+
+
+@pytest.mark.parametrize("args, acknowledge, retain", [
+    ((MEASUREMENT,), True, False), ((MEASUREMENT,), False, False), ((), False, False), ((1, "two", [3.0]), True, False),
+    ((MEASUREMENT,), True, True),  # retained: Autobahn's own path
+])
+def test_session_frames_a_plain_publish_as_autobahn_would(args, acknowledge, retain, monkeypatch):
+    from autobahn.wamp import message
+
+    from components.runner import PUBLISH_OPTIONS
+
+    marshalled = []
+    marshal = message.Publish.marshal
+    monkeypatch.setattr(message.Publish, "marshal", lambda publish: (marshalled.append(publish), marshal(publish))[1])
+    nerve, autobahn = framed_session()
+    replies = [session.publish("nerve.measure.web-1", *args, options=PUBLISH_OPTIONS[acknowledge, retain])
+               for session in (nerve, autobahn)]
+    assert len(marshalled) == (2 if retain else 1)  # no message object for a plain publish of nerve's
+    assert nerve._transport.sent == autobahn._transport.sent and len(nerve._transport.sent) == 1
+    assert (replies[0] is None) == (replies[1] is None) == (not acknowledge)
+    assert set(nerve._publish_reqs) == set(autobahn._publish_reqs)
+
+
+def test_a_framed_publish_is_acknowledged_refused_and_checked_as_autobahn_does():
+    from autobahn.exception import PayloadExceededError
+    from autobahn.wamp import message
+    from autobahn.wamp.exception import InvalidUriError, SerializationError
+
+    from components.runner import PUBLISH_OPTIONS
+
+    session, _ = framed_session()
+    acknowledged = session.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
+    refused = session.publish("nerve.measure.web-2", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
+    first, second = session._publish_reqs
+    session.onMessage(message.Published(first, 77))
+    session.onMessage(message.Error(message.Publish.MESSAGE_TYPE, second, "wamp.error.not_authorized"))
+    got = []
+    acknowledged.addCallback(lambda publication: got.append(publication.id))
+    assert got == [77] and failure_of(refused).error == "wamp.error.not_authorized" and not session._publish_reqs
+    with pytest.raises(InvalidUriError):
+        session.publish("nerve measure", MEASUREMENT)
+    with pytest.raises(SerializationError):
+        session.publish("nerve.measure.web-1", {"x": object()}, options=PUBLISH_OPTIONS[True, False])
+    small, _ = framed_session(max_len_send=100)
+    with pytest.raises(PayloadExceededError):
+        small.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
+    assert not session._publish_reqs and not small._publish_reqs and len(session._transport.sent) == 2
+
+
 def test_handler_gets_details_and_mesh_only_when_it_asks():
     mesh = Mesh(config=None)
     got = {}
