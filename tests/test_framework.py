@@ -116,7 +116,7 @@ def test_session_hands_plain_events_to_nerve_handlers_directly_and_others_to_aut
 
 
 def framed_session(max_len_send=0):
-    """A NerveSession on a RawSocket MessagePack transport whose sent frames are kept, and one sent the Autobahn way."""
+    """A NerveSession and a plain Autobahn Session, each on a RawSocket MessagePack transport that keeps what it sends."""
     from autobahn.twisted.rawsocket import WampRawSocketClientProtocol
     from autobahn.twisted.wamp import Session
     from autobahn.wamp.serializer import MsgPackSerializer
