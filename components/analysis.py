@@ -295,6 +295,11 @@ def _pack_rows(matrix):
     return np.ascontiguousarray(matrix, dtype="<f8").tobytes()
 
 
+def _unpack_rows_block(data):
+    """The compact state's float64 bytes as a matrix of STATE_WIDTH columns (the inverse of _pack_rows)."""
+    return np.frombuffer(data, dtype="<f8").reshape(-1, STATE_WIDTH)
+
+
 def pack_batch(items):
     """A list of host entries or results as one MessagePack binary value, which a router forwards as one value."""
     return msgpack.packb(items, use_bin_type=True)
@@ -365,10 +370,10 @@ def _state_matrix(groups, last_ts, where):
     matrix = None
     if groups and set(map(type, groups)) == {bytes}:  # compact states: float64 bytes per host
         # its rows are iterated below only to name a bad one
-        matrix = raw_rows = np.frombuffer(b"".join(groups), dtype="<f8").reshape(-1, STATE_WIDTH)
+        matrix = raw_rows = _unpack_rows_block(b"".join(groups))
     else:
         raw_rows = list(chain.from_iterable(
-            np.frombuffer(group, dtype="<f8").reshape(-1, STATE_WIDTH) if isinstance(group, bytes) else group
+            _unpack_rows_block(group) if isinstance(group, bytes) else group
             for group in groups))
         if (set(map(type, raw_rows)) <= {list, tuple} and set(map(len, raw_rows)) <= {STATE_WIDTH}
                 and set(map(type, chain.from_iterable(raw_rows))) <= {float, int}):
@@ -840,7 +845,7 @@ def describe_compact(result):
     state = result["state"]
     if isinstance(state, bytes):
         state = _unseal(state)
-    rows = np.frombuffer(state["rows"], dtype="<f8").reshape(-1, STATE_WIDTH).tolist()
+    rows = _unpack_rows_block(state["rows"]).tolist()
     metrics = {}
     for name, row, score in zip(state["names"], rows, result["anomaly"]):
         tt = row[_TT_M2]

@@ -230,7 +230,6 @@ class NerveSession(Session):
                 return None
         return super().onMessage(msg)
 
-
     def publish(self, topic, *args, options=None, **kwargs):
         """Publish as Autobahn does; a plain publish over RawSocket and MessagePack is framed here.
 
@@ -254,9 +253,11 @@ class NerveSession(Session):
         if not transport.isOpen():
             raise TransportLost()
         request_id = self._request_id_gen.next()
+        raw = [message.Publish.MESSAGE_TYPE, request_id, options_sent, topic]
+        if args:  # Autobahn's marshal leaves out an empty argument list
+            raw.append(args)
         try:
-            payload = msgpack.packb([message.Publish.MESSAGE_TYPE, request_id, options_sent, topic, args] if args else
-                                    [message.Publish.MESSAGE_TYPE, request_id, options_sent, topic], use_bin_type=True)
+            payload = msgpack.packb(raw, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as error:
             raise SerializationError(f"unable to serialize WAMP application payload ({error})") from None
         if 0 < transport._max_len_send < len(payload):
