@@ -182,6 +182,87 @@ def test_a_framed_publish_is_acknowledged_refused_and_checked_as_autobahn_does()
     assert not session._publish_reqs and not small._publish_reqs and len(session._transport.sent) == 2
 
 
+def receiving_session():
+    """A joined NerveSession opened on a RawSocket MessagePack transport, and what its nerve handler and Autobahn see."""
+    from autobahn.wamp import message
+    from autobahn.wamp.request import Handler, Subscription
+
+    session, _ = framed_session()
+    transport = session._transport
+    transport.aborted = []
+    transport.abort = lambda: transport.aborted.append(True)
+    session._session_id = None
+    session.onOpen(transport)  # installs the receiver and says HELLO
+    session._session_id = 1
+    seen = []
+    nerve = event_handler(lambda event, details: seen.append((event, details.publication, details.topic, details.publisher,
+                                                              details.publisher_authid, details.retained)), Mesh(config=None))
+    session._subscriptions = {5: [Subscription(5, "nerve.measure.", session, Handler(nerve, None, "details"))]}
+    parsed = []
+    session.onMessage = lambda msg: (parsed.append(type(msg).__name__), NerveSession.onMessage(session, msg))[1]
+    return session, seen, parsed, message
+
+
+EVENT_DETAILS = {"topic": "nerve.measure.web-1", "publisher": 42, "publisher_authid": "web-1", "retained": False}
+
+
+@pytest.mark.parametrize("raw, decoded_here, delivered", [
+    ([36, 5, 900, EVENT_DETAILS, [MEASUREMENT]], True, [(MEASUREMENT, 900, "nerve.measure.web-1", 42, "web-1", False)]),
+    ([36, 5, 900, {}, [MEASUREMENT]], True, [(MEASUREMENT, 900, "nerve.measure.", None, None, None)]),
+    ([36, 5, 900, {"topic": "nerve.measure.web-1"}], True, []),  # no arguments: the handler's drop counter
+    ([36, 5, 900, EVENT_DETAILS, [MEASUREMENT], {"k": 1}], False, []),  # keyword arguments: Autobahn's path
+    ([36, 5, 900, dict(EVENT_DETAILS, forward_for=[{"session": 7, "authid": "a", "authrole": "r"}]), [MEASUREMENT]], False,
+     [(MEASUREMENT, 900, "nerve.measure.web-1", 42, "web-1", False)]),  # another detail: Autobahn's path
+    ([36, 5, 900, {"topic": "nerve.measure.web-1", "transaction_hash": "t"}, [MEASUREMENT]], False,
+     [(MEASUREMENT, 900, "nerve.measure.web-1", None, None, None)]),
+])
+def test_session_decodes_plain_events_itself_and_delivers_them_as_autobahn_does(raw, decoded_here, delivered):
+    import msgpack
+
+    payload = msgpack.packb(raw, use_bin_type=True)
+    session, seen, parsed, _ = receiving_session()
+    session._transport.stringReceived(payload)
+    reference, reference_seen, _, _ = receiving_session()
+    type(reference._transport).stringReceived(reference._transport, payload)  # Autobahn's parse, then onMessage
+    assert seen == reference_seen == delivered
+    assert parsed == ([] if decoded_here else ["Event"])
+    serializer = session._transport._serializer
+    assert (serializer._unserialized_messages, serializer._unserialized_bytes) == (1, len(payload))
+
+
+@pytest.mark.parametrize("raw", [
+    [36, 5, 900, {"topic": "nerve.measure.web-1", "publisher": "42"}, [MEASUREMENT]],  # a detail of the wrong type
+    [36, 5, -1, {"topic": "nerve.measure.web-1"}, [MEASUREMENT]],  # not a WAMP id
+    [36, 5, 900, {"topic": "nerve.measure.web-1"}, {"not": "a list"}],
+    [17, 12345, 77],  # PUBLISHED for a request never made
+])
+def test_a_malformed_event_or_acknowledgement_goes_to_autobahn_which_closes_the_connection(raw):
+    import msgpack
+
+    session, seen, parsed, _ = receiving_session()
+    session._transport.stringReceived(msgpack.packb(raw, use_bin_type=True))
+    assert session._transport.aborted == [True] and seen == []
+    session._transport.stringReceived(b"\x95\x24\xc1")  # the head of an EVENT, then bytes MessagePack never uses
+    assert session._transport.aborted == [True, True]
+
+
+def test_session_resolves_acknowledgements_itself_and_drops_those_of_cancelled_publishes():
+    import msgpack
+
+    from components.runner import PUBLISH_OPTIONS
+
+    session, _, parsed, _ = receiving_session()
+    acknowledged = session.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
+    cancelled = session.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
+    cancelled.addErrback(lambda failure: None)
+    cancelled.cancel()
+    got = []
+    acknowledged.addCallback(lambda publication: got.append((publication.id, publication.was_encrypted)))
+    for request_id in list(session._publish_reqs):
+        session._transport.stringReceived(msgpack.packb([17, request_id, 77]))
+    assert got == [(77, False)] and not session._publish_reqs and parsed == [] and not session._transport.aborted
+
+
 def test_handler_gets_details_and_mesh_only_when_it_asks():
     mesh = Mesh(config=None)
     got = {}
