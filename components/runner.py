@@ -21,12 +21,10 @@ txaio.use_twisted()
 import msgpack  # noqa: E402
 from autobahn.exception import PayloadExceededError  # noqa: E402
 from autobahn.twisted.component import Component  # noqa: E402
-from autobahn.twisted.rawsocket import WampRawSocketProtocol  # noqa: E402
 from autobahn.twisted.wamp import Session  # noqa: E402
 from autobahn.wamp import message  # noqa: E402
 from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost  # noqa: E402
 from autobahn.wamp.request import PublishRequest  # noqa: E402
-from autobahn.wamp.serializer import MsgPackSerializer  # noqa: E402
 from autobahn.wamp.types import (  # noqa: E402
     CallOptions,
     EventDetails,
@@ -48,7 +46,7 @@ from twisted.logger import (  # noqa: E402
 from components.config import MeshConfig  # noqa: E402
 from components.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve  # noqa: E402
 from components.errors import InvalidArgument, NerveError, NotAuthenticated  # noqa: E402
-from components.framing import tune_connection  # noqa: E402
+from components.framing import count_framed, frames_plain_msgpack, tune_connection  # noqa: E402
 
 log = Logger(namespace="nerve")
 EXIT_AUTH_FAILED = 3
@@ -243,7 +241,7 @@ class NerveSession(Session):
 
     def onOpen(self, transport):
         """Start the session; over RawSocket and MessagePack, receive through _string_received."""
-        if isinstance(transport, WampRawSocketProtocol) and isinstance(transport._serializer, MsgPackSerializer):
+        if frames_plain_msgpack(transport):
             transport.stringReceived = self._string_received
         return super().onOpen(transport)
 
@@ -256,12 +254,8 @@ class NerveSession(Session):
                 raw = msgpack.unpackb(payload)
             except (ValueError, msgpack.UnpackException):
                 raw = None  # Autobahn's path below says what is wrong and closes the connection
-            serializer = transport._serializer
-            if raw is not None and serializer._autoreset_callback is None and self._handle_raw(raw):
-                # Autobahn's counts of what was received stay right (nerve.stats does not use them; Autobahn's may).
-                serializer._unserialized_bytes += len(payload)
-                serializer._unserialized_messages += 1
-                serializer._unserialized_rated_messages += -(-len(payload) // serializer.RATED_MESSAGE_SIZE)
+            if raw is not None and self._handle_raw(raw):
+                count_framed(transport._serializer, payload, sent=False)
                 return None
         return type(transport).stringReceived(transport, payload)
 
@@ -323,8 +317,7 @@ class NerveSession(Session):
         """
         transport = self._transport
         framed = _FRAMED_PUBLISH_OPTIONS.get(options) if not kwargs and not self._payload_codec else None
-        if (framed is None or type(topic) is not str or not isinstance(transport, WampRawSocketProtocol)
-                or not isinstance(transport._serializer, MsgPackSerializer)):
+        if framed is None or type(topic) is not str or not frames_plain_msgpack(transport):
             return super().publish(topic, *args, options=options, **kwargs)
         options_sent, acknowledge = framed
         if topic not in _CHECKED_TOPICS:
@@ -350,6 +343,7 @@ class NerveSession(Session):
         if acknowledge:
             on_reply = txaio.create_future()
             self._publish_reqs[request_id] = PublishRequest(request_id, on_reply, was_encrypted=False)
+        count_framed(transport._serializer, payload, sent=True)
         transport.sendString(payload)
         return on_reply
 
