@@ -1,5 +1,7 @@
 """The small framework: decorators annotate only, handlers are wrapped so bad input is counted, errors map to URIs."""
 
+from operator import itemgetter
+
 import pytest
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer
@@ -154,9 +156,9 @@ def test_session_frames_a_plain_publish_as_autobahn_would(args, acknowledge, ret
     assert nerve._transport.sent == autobahn._transport.sent and len(nerve._transport.sent) == 1
     assert (replies[0] is None) == (replies[1] is None) == (not acknowledge)
     assert set(nerve._publish_reqs) == set(autobahn._publish_reqs)
-    counts = [{key: value for key, value in session._transport._serializer.stats(reset=False).items()
-               if key in ("bytes", "messages", "rated_messages")} for session in (nerve, autobahn)]
-    assert counts[0] == counts[1] and counts[0]["messages"] == 1
+    counted = [itemgetter("bytes", "messages", "rated_messages")(session._transport._serializer.stats(reset=False))
+               for session in (nerve, autobahn)]
+    assert counted[0] == counted[1] and counted[0][1] == 1
 
 
 def test_a_framed_publish_is_acknowledged_refused_and_checked_as_autobahn_does():
