@@ -188,8 +188,8 @@ def test_a_framed_publish_is_acknowledged_refused_and_checked_as_autobahn_does()
 
 
 def receiving_session():
-    """A joined NerveSession opened on a RawSocket MessagePack transport, and what its nerve handler and Autobahn see."""
-    from autobahn.wamp import message
+    """A joined NerveSession opened on a RawSocket MessagePack transport, what its nerve handler sees, and the messages
+    Autobahn parsed for it."""
     from autobahn.wamp.request import Handler, Subscription
 
     session, _ = framed_session()
@@ -205,7 +205,7 @@ def receiving_session():
     session._subscriptions = {5: [Subscription(5, "nerve.measure.", session, Handler(nerve, None, "details"))]}
     parsed = []
     session.onMessage = lambda msg: (parsed.append(type(msg).__name__), NerveSession.onMessage(session, msg))[1]
-    return session, seen, parsed, message
+    return session, seen, parsed
 
 
 EVENT_DETAILS = {"topic": "nerve.measure.web-1", "publisher": 42, "publisher_authid": "web-1", "retained": False}
@@ -225,9 +225,9 @@ def test_session_decodes_plain_events_itself_and_delivers_them_as_autobahn_does(
     import msgpack
 
     payload = msgpack.packb(raw, use_bin_type=True)
-    session, seen, parsed, _ = receiving_session()
+    session, seen, parsed = receiving_session()
     session._transport.stringReceived(payload)
-    reference, reference_seen, _, _ = receiving_session()
+    reference, reference_seen, _ = receiving_session()
     type(reference._transport).stringReceived(reference._transport, payload)  # Autobahn's parse, then onMessage
     assert seen == reference_seen == delivered
     assert parsed == ([] if decoded_here else ["Event"])
@@ -244,7 +244,7 @@ def test_session_decodes_plain_events_itself_and_delivers_them_as_autobahn_does(
 def test_a_malformed_event_or_acknowledgement_goes_to_autobahn_which_closes_the_connection(raw):
     import msgpack
 
-    session, seen, parsed, _ = receiving_session()
+    session, seen, parsed = receiving_session()
     session._transport.stringReceived(msgpack.packb(raw, use_bin_type=True))
     assert session._transport.aborted == [True] and seen == []
     session._transport.stringReceived(b"\x95\x24\xc1")  # the head of an EVENT, then bytes MessagePack never uses
@@ -256,7 +256,7 @@ def test_session_resolves_acknowledgements_itself_and_drops_those_of_cancelled_p
 
     from components.runner import PUBLISH_OPTIONS
 
-    session, _, parsed, _ = receiving_session()
+    session, _, parsed = receiving_session()
     acknowledged = session.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
     cancelled = session.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
     cancelled.addErrback(lambda failure: None)
