@@ -17,6 +17,7 @@ kernel as much; small messages keep Twisted's sizes, so no turn reads more of th
 
 from struct import unpack
 
+from autobahn.exception import PayloadExceededError
 from autobahn.twisted.rawsocket import WampRawSocketProtocol
 from autobahn.wamp.serializer import MsgPackSerializer
 from twisted.internet.abstract import FileDescriptor
@@ -104,6 +105,15 @@ def count_framed(serializer, payload, sent):
         serializer._unserialized_bytes += len(payload)
         serializer._unserialized_messages += 1
         serializer._unserialized_rated_messages += rated
+
+
+def send_framed(transport, payload):
+    """Send a message nerve packed itself as Autobahn's send would: refused over the connection's limit, counted, sent."""
+    if 0 < transport._max_len_send < len(payload):
+        raise PayloadExceededError(f"tried to send RawSocket message with size {len(payload)} exceeding payload "
+                                   f"limit of {transport._max_len_send} octets")
+    count_framed(transport._serializer, payload, sent=True)
+    transport.sendString(payload)
 
 
 def tune_connection(transport, no_delay=True, large_writes=True):

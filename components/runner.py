@@ -20,7 +20,6 @@ import txaio
 txaio.use_twisted()
 
 import msgpack  # noqa: E402
-from autobahn.exception import PayloadExceededError  # noqa: E402
 from autobahn.twisted.component import Component  # noqa: E402
 from autobahn.twisted.wamp import Session  # noqa: E402
 from autobahn.wamp import message  # noqa: E402
@@ -47,7 +46,7 @@ from twisted.logger import (  # noqa: E402
 from components.config import MeshConfig  # noqa: E402
 from components.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve  # noqa: E402
 from components.errors import InvalidArgument, NerveError, NotAuthenticated  # noqa: E402
-from components.framing import count_framed, frames_plain_msgpack, tune_connection  # noqa: E402
+from components.framing import count_framed, frames_plain_msgpack, send_framed, tune_connection  # noqa: E402
 
 log = Logger(namespace="nerve")
 EXIT_AUTH_FAILED = 3
@@ -336,15 +335,11 @@ class NerveSession(Session):
             payload = msgpack.packb(raw, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as error:
             raise SerializationError(f"unable to serialize WAMP application payload ({error})") from None
-        if 0 < transport._max_len_send < len(payload):
-            raise PayloadExceededError(f"tried to send RawSocket message with size {len(payload)} exceeding payload "
-                                       f"limit of {transport._max_len_send} octets")
-        on_reply = None
-        if acknowledge:
-            on_reply = txaio.create_future()
-            self._publish_reqs[request_id] = PublishRequest(request_id, on_reply, was_encrypted=False)
-        count_framed(transport._serializer, payload, sent=True)
-        transport.sendString(payload)
+        send_framed(transport, payload)  # an acknowledgement can only arrive after this returns to the reactor
+        if not acknowledge:
+            return None
+        on_reply = txaio.create_future()
+        self._publish_reqs[request_id] = PublishRequest(request_id, on_reply, was_encrypted=False)
         return on_reply
 
 

@@ -14,7 +14,7 @@ from autobahn.wamp import message
 from crossbar.router.protocol import WampRawSocketServerProtocol
 
 from components.errors import ConfigError
-from components.framing import count_framed, frames_plain_msgpack, join_reads_once, read_large_messages_at_once, tune_connection
+from components.framing import frames_plain_msgpack, join_reads_once, read_large_messages_at_once, send_framed, tune_connection
 from components.gc_pauses import freeze_startup_heap, unfreeze_heap
 
 DEFAULT_SETTINGS = MappingProxyType({"tcp_nodelay": True, "lazy_debug_format": True, "freeze_startup_heap": True,
@@ -40,9 +40,7 @@ def _send_framing_acknowledgements(self, msg):
     """
     if type(msg) is not message.Published or not frames_plain_msgpack(self) or not self.isOpen():
         return WampRawSocketProtocol.send(self, msg)
-    payload = msgpack.packb([message.Published.MESSAGE_TYPE, msg.request, msg.publication])
-    count_framed(self._serializer, payload, sent=True)
-    self.sendString(payload)
+    send_framed(self, msgpack.packb([message.Published.MESSAGE_TYPE, msg.request, msg.publication]))
     return None
 
 
