@@ -5,7 +5,7 @@ when analysis, not transport, is the bottleneck.
 
 Method: one router for the whole run and one caller client in this process (role orchestrator, the
 only role allowed to call nerve.analyze). Every call carries the same pre-built batch: --hosts
-simulated hosts (components.tracker.SimulatedHosts, the simulator's metric set), each with a window
+simulated hosts (components.monitor.tracker.SimulatedHosts, the simulator's metric set), each with a window
 of --samples 1 s samples and no state, so each call is a full fresh-state analysis and the caller's
 only cost is serialisation. For each configuration (1, 2, 4 `nerve analyzer` processes x
 --concurrency 1, 2, 4) the analyzers are started, the caller waits until all are registered, keeps
@@ -42,9 +42,9 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, task
 
 from common import CpuMeter, machine_line, percentile  # noqa: E402 (also puts the project on sys.path)
-from components.analysis import analyze_batch  # noqa: E402
-from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
-from components.tracker import SimulatedHosts  # noqa: E402
+from components.monitor.analysis import analyze_batch  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
+from components.monitor.tracker import SimulatedHosts  # noqa: E402
 
 ANALYZE_URI = "nerve.analyze"
 BACKPRESSURE = "crossbar.error.max_concurrency_reached"

@@ -11,7 +11,7 @@ from twisted.internet import defer
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
 
-from components.testing import sleep  # noqa: E402
+from components.testing.live import sleep  # noqa: E402
 
 
 def percentile(values, fraction):

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from twisted.internet import reactor, threads  # noqa: E402
 
-from components.testing import ComponentProcess, RouterProcess, join, measurement, publish_acknowledged  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, measurement, publish_acknowledged  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

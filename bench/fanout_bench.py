@@ -17,7 +17,7 @@ import tempfile
 from twisted.internet import defer, task
 
 from common import machine_line, open_dashboards, router_rates  # noqa: E402 (puts the project on sys.path)
-from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
 
 
 @defer.inlineCallbacks

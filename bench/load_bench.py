@@ -15,7 +15,7 @@ from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task
 
 from common import CpuMeter, machine_line, open_dashboards, percentile  # noqa: E402 (also puts the project on sys.path)
-from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
 
 
 

@@ -17,8 +17,8 @@ from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task
 
 from common import CpuMeter, machine_line, percentile  # noqa: E402 (also puts the project on sys.path)
-from components.routerctl import free_port  # noqa: E402
-from components.testing import ComponentProcess, RouterProcess, join, sleep  # noqa: E402
+from components.node.routerctl import free_port  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, sleep  # noqa: E402
 
 
 @defer.inlineCallbacks

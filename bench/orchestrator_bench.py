@@ -45,15 +45,15 @@ def measure(hosts, seconds, window_seconds=0, outage=False):
     import psutil
     from twisted.internet import defer, task
 
-    from components.analysis import analyze_batch
+    from components.monitor.analysis import analyze_batch
 
     try:
-        from components.analysis import pack_results  # what the tree's analyzer answers packed calls with
+        from components.monitor.analysis import pack_results  # what the tree's analyzer answers packed calls with
     except ImportError:
         pack_results = msgpack.packb
-    from components.config import MeshConfig
-    from components.orchestrator import Orchestrator, OrchestratorConfig
-    from components.tracker import SimulatedHosts
+    from components.mesh.config import MeshConfig
+    from components.monitor.orchestrator import Orchestrator, OrchestratorConfig
+    from components.monitor.tracker import SimulatedHosts
 
     clock = task.Clock()
     clock.advance(1_800_000_000)

@@ -48,8 +48,8 @@ from twisted.internet import defer, task
 
 from common import (CpuMeter, busy_share, flood, histogram_percentile, machine_line, open_dashboards, percentile,  # noqa: E402
                     router_rates, stolen_share)
-from components.config import uri_safe  # noqa: E402
-from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
+from components.mesh.config import uri_safe  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
 from trees import source_trees  # noqa: E402
 
 PROBES = 20

@@ -7,7 +7,7 @@ Method. One realm runs in one router worker (one core). Proxy workers (`"type": 
 the client connections, WebSocket framing, (de)serialization and authentication off it and talk
 to the router worker over a unix-socket RawSocket (msgpack). Node configs compared, each started
 fresh per round:
-  plain      the project's router config as the tests run it (components.routerctl);
+  plain      the project's router config as the tests run it (components.node.routerctl);
   proxy xN   bench/proxy_config.py: the same router worker (realm, roles, embedded authenticator
              and tracker authorizer, nerve.router.stats) on a unix socket, N proxy workers sharing
              the public TCP port ("shared": true) with the project's dynamic ticket auth.
@@ -50,8 +50,8 @@ import time
 import psutil
 
 from common import CpuMeter, busy_share, machine_line  # noqa: E402 (puts the project on sys.path)
-from components.routerctl import CROSSBAR, wait_for_port  # noqa: E402
-from components.testing import RouterProcess  # noqa: E402
+from components.node.routerctl import CROSSBAR, wait_for_port  # noqa: E402
+from components.testing.live import RouterProcess  # noqa: E402
 import proxy_config  # noqa: E402
 
 TRANSPORTS = {"rs-msgpack": ("rawsocket_url", "msgpack"), "ws-json": ("websocket_url", "json")}
@@ -68,7 +68,7 @@ def child_main(args):
     """Run one WAMP client process; it answers commands read from stdin with JSON lines."""
     from twisted.internet import defer, reactor, task
 
-    from components.testing import join, sleep
+    from components.testing.live import join, sleep
 
     state = {"count": 0, "running": False}
     # The subscriber's delivered count, shared with its publisher through a memory-mapped file:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/proxy_config.py [--port 8080] [--proxies 2] [--auth dynamic|static] [--secrets FILE]
 
 prints the node config as JSON. Built from the project's runtime config
-(`components.routerctl.runtime_config`), it keeps the router worker's realm, roles and the
+(`components.node.routerctl.runtime_config`), it keeps the router worker's realm, roles and the
 router-embedded `router.auth.AuthSession` (authenticator, tracker authorizer, nerve.router.stats),
 but the router worker no longer listens on TCP: it listens on a unix-socket RawSocket that only
 the proxy workers use (`anonymous-proxy` auth: the router trusts the realm, authid and role the
@@ -40,8 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from components import credentials  # noqa: E402
-from components.routerctl import runtime_config  # noqa: E402
+from components.mesh import credentials  # noqa: E402
+from components.node.routerctl import runtime_config  # noqa: E402
 
 REALM = "nerve"
 AUTHENTICATE_URI = "nerve.auth.authenticate"

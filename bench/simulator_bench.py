@@ -19,7 +19,7 @@ from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task
 
 from common import CpuMeter, machine_line  # noqa: E402 (puts the project on sys.path)
-from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_until  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, sleep, wait_until  # noqa: E402
 from trees import add_tree_arguments, best_of_trees, source_trees  # noqa: E402
 
 WARM_UP = 5.0

@@ -22,11 +22,11 @@ from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task
 
 from common import CpuMeter, machine_line  # noqa: E402 (also puts the project on sys.path)
-from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_until  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, sleep, wait_until  # noqa: E402
 
 CPU_TARGET, RSS_TARGET = 0.5, 60.0
 
-# The same psutil calls as components.tracker.SystemSampler (init once, then sample() each second).
+# The same psutil calls as components.monitor.tracker.SystemSampler (init once, then sample() each second).
 FLOOR_SCRIPT = """
 import os, sys, time
 import psutil

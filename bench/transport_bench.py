@@ -12,7 +12,7 @@ import tempfile
 from twisted.internet import defer, task
 
 from common import flood  # noqa: E402 (also puts the project on sys.path)
-from components.testing import RouterProcess, join, sleep  # noqa: E402
+from components.testing.live import RouterProcess, join, sleep  # noqa: E402
 
 TRANSPORTS = [("WebSocket + JSON", "websocket_url", ("json",)), ("WebSocket + msgpack", "websocket_url", ("msgpack",)),
               ("RawSocket + msgpack", "rawsocket_url", ("msgpack",))]

@@ -18,8 +18,8 @@ from twisted.internet import defer, task
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from components.testing import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
-from components.tsp import load_tsplib  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
+from components.tsp.core import load_tsplib  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data")
 ANNEAL = "nerve.tsp.anneal"

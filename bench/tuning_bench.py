@@ -25,7 +25,7 @@ import tempfile
 from twisted.internet import defer, task
 
 from common import machine_line  # noqa: E402 (puts the project on sys.path)
-from components.testing import ComponentProcess, RouterProcess, join, wait_for_callees  # noqa: E402
+from components.testing.live import ComponentProcess, RouterProcess, join, wait_for_callees  # noqa: E402
 from pipeline_bench import ceiling, pipeline_step, waves  # noqa: E402
 from router.tuning import DEFAULT_SETTINGS  # noqa: E402
 

@@ -1,5 +1,5 @@
 """`python -m components` is the `nerve` command (child processes are started this way)."""
 
-from components.cli import main
+from components.cli.main import main
 
 main()

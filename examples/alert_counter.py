@@ -6,8 +6,8 @@ summary on `app.alerts.summary` every five seconds.
 
 from collections import Counter
 
-from components.decorators import every, on, procedure
-from components.errors import InvalidArgument
+from components.mesh.decorators import every, on, procedure
+from components.mesh.errors import InvalidArgument
 
 alerts_by_host = Counter()
 

@@ -5,13 +5,14 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
-from components import credentials
-from components.errors import NotAuthenticated
-from router.metering import STATS_URI, count_messages, router_stats
+from components.mesh import credentials
+from components.mesh.errors import NotAuthenticated
 from router import tuning
+from router.limits import keep_recursion_limit
+from router.metering import STATS_URI, router_stats
 
-tuning.configure()
-count_messages()
+# The worker imports this module once its dependencies are loaded: from here on nothing raises the limit again.
+keep_recursion_limit()
 
 AUTHENTICATE_URI = "nerve.auth.authenticate"
 AUTHORIZE_URI = "nerve.auth.authorize"
@@ -69,6 +70,7 @@ class AuthSession(ApplicationSession):
     def onJoin(self, details):
         """Load (or create) the secrets and register the authenticator."""
         extra = self.config.extra or {}
+        keep_recursion_limit()
         tuning.configure(extra.get("tuning"))
         path = credentials.secrets_path(extra.get("secrets_file"))
         authenticator = Authenticator(credentials.load_or_create(path))

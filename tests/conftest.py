@@ -4,7 +4,7 @@ import pytest
 import pytest_twisted
 from autobahn.wamp.types import SubscribeOptions
 
-from components.testing import ComponentProcess, EventLog, RouterProcess, join, wait_for_callees
+from components.testing.live import ComponentProcess, EventLog, RouterProcess, join, wait_for_callees
 
 
 @pytest.fixture(scope="session")

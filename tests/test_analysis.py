@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from components.analysis import (
+from components.monitor.analysis import (
     DEFAULT_THRESHOLDS,
     LEVELS,
     STATE_WIDTH,
@@ -22,7 +22,7 @@ from components.analysis import (
     parse_thresholds,
     unpack_batch,
 )
-from components.errors import InvalidArgument
+from components.mesh.errors import InvalidArgument
 
 T0 = 1.7e9  # epoch-sized timestamps, so precision loss would show
 
@@ -711,7 +711,7 @@ def test_a_remembered_name_list_does_not_let_a_bad_one_through():
 def test_a_backlog_of_samples_adds_no_layouts():
     # Layouts are remembered per distinct shape of names, so hosts catching up with 1 to 60 samples each
     # (as after an analyzer outage) share one, instead of one per sample count.
-    from components import analysis
+    from components.monitor import analysis
 
     analysis._LAYOUTS.clear()
     samples = samples_of([10.0 + k for k in range(60)], "cpu")

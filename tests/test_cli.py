@@ -7,7 +7,7 @@ import time
 import pytest
 import pytest_twisted
 
-from components.testing import join, wait_until
+from components.testing.live import join, wait_until
 
 COMMANDS = ["up", "router", "tracker", "analyzer", "orchestrator", "watch", "listen", "run", "credential", "alert", "alert send",
             "compute", "solver", "tsp", "tsp solve"]

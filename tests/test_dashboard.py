@@ -14,7 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
-from components.testing import (ComponentProcess, RouterProcess, join, measurement, publish_acknowledged, sleep,
+from components.testing.live import (ComponentProcess, RouterProcess, join, measurement, publish_acknowledged, sleep,
                                 wait_for_callees)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -6,10 +6,11 @@ import pytest
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer
 
-from components.config import MeshConfig, uri_safe
-from components.decorators import Every, OnEvent, Procedure, bindings_of, every, on, procedure, resolve
-from components.errors import ConfigError, InvalidArgument, NotFound
-from components.runner import Mesh, NerveSession, call_handler, event_handler
+from components.mesh.config import MeshConfig, uri_safe
+from components.mesh.decorators import Every, OnEvent, Procedure, bindings_of, every, on, procedure, resolve
+from components.mesh.errors import ConfigError, InvalidArgument, NotFound
+from components.mesh.handlers import call_handler, event_handler
+from components.mesh.session import Mesh
 
 
 def plain(x):
@@ -94,180 +95,6 @@ def test_event_handler_drops_events_of_the_wrong_shape_as_bad_input():
     assert mesh.dropped == {"t": 2} and not mesh.errors
 
 
-def test_session_hands_plain_events_to_nerve_handlers_directly_and_others_to_autobahn(monkeypatch):
-    import txaio
-    from autobahn.wamp import message
-    from autobahn.wamp.request import Handler, Subscription
-
-    wrapped_by_autobahn = []
-    as_future = txaio.as_future
-    monkeypatch.setattr(txaio, "as_future", lambda fn, *args, **kwargs: (wrapped_by_autobahn.append(fn), as_future(fn, *args, **kwargs))[1])
-    seen = []
-    session = NerveSession()
-    session._session_id = 1
-    nerve = event_handler(lambda event, details: seen.append(("nerve", event, details.topic)), Mesh(config=None))
-    foreign = lambda event, details: seen.append(("foreign", event, details.topic))  # noqa: E731
-    session._subscriptions = {1: [Subscription(1, "a.", session, Handler(nerve, None, "details"))],
-                              2: [Subscription(2, "b.", session, Handler(foreign, None, "details"))]}
-    deferreds = []
-    session._swallow_error = lambda error, text: deferreds.append(error)
-    session.onMessage(message.Event(1, 10, args=[{"x": 1}], topic="a.one"))
-    session.onMessage(message.Event(2, 11, args=[{"x": 2}], topic="b.two"))
-    assert seen == [("nerve", {"x": 1}, "a.one"), ("foreign", {"x": 2}, "b.two")] and not deferreds
-    assert wrapped_by_autobahn == [foreign]  # the nerve handler skipped Autobahn's Deferred wrapping
-
-
-def framed_session(max_len_send=0):
-    """A NerveSession and a plain Autobahn Session, each on a RawSocket MessagePack transport that keeps what it sends."""
-    from autobahn.twisted.rawsocket import WampRawSocketClientProtocol
-    from autobahn.twisted.wamp import Session
-    from autobahn.wamp.serializer import MsgPackSerializer
-
-    sessions = []
-    for session in (NerveSession(), Session()):
-        transport = WampRawSocketClientProtocol()
-        transport._serializer, transport._session, transport._max_len_send = MsgPackSerializer(), session, max_len_send
-        transport.sent = []
-        transport.sendString = transport.sent.append
-        session._transport, session._session_id = transport, 1
-        sessions.append(session)
-    return sessions
-
-
-MEASUREMENT = {"host_id": "web-1", "seq": 3, "ts": 1700000000.25, "metrics": {"cpu": 12.5, "procs": 301}, "tag": b"\x00"}
-
-
-@pytest.mark.parametrize("args, acknowledge, retain", [
-    ((MEASUREMENT,), True, False), ((MEASUREMENT,), False, False), ((), False, False), ((1, "two", [3.0]), True, False),
-    ((MEASUREMENT,), True, True),  # retained: Autobahn's own path
-])
-def test_session_frames_a_plain_publish_as_autobahn_would(args, acknowledge, retain, monkeypatch):
-    from autobahn.wamp import message
-
-    from components.runner import PUBLISH_OPTIONS
-
-    marshalled = []
-    marshal = message.Publish.marshal
-    monkeypatch.setattr(message.Publish, "marshal", lambda publish: (marshalled.append(publish), marshal(publish))[1])
-    nerve, autobahn = framed_session()
-    replies = [session.publish("nerve.measure.web-1", *args, options=PUBLISH_OPTIONS[acknowledge, retain])
-               for session in (nerve, autobahn)]
-    assert len(marshalled) == (2 if retain else 1)  # no message object for a plain publish of nerve's
-    assert nerve._transport.sent == autobahn._transport.sent and len(nerve._transport.sent) == 1
-    assert (replies[0] is None) == (replies[1] is None) == (not acknowledge)
-    assert set(nerve._publish_reqs) == set(autobahn._publish_reqs)
-    counted = [itemgetter("bytes", "messages", "rated_messages")(session._transport._serializer.stats(reset=False))
-               for session in (nerve, autobahn)]
-    assert counted[0] == counted[1] and counted[0][1] == 1
-
-
-def test_a_framed_publish_is_acknowledged_refused_and_checked_as_autobahn_does():
-    from autobahn.exception import PayloadExceededError
-    from autobahn.wamp import message
-    from autobahn.wamp.exception import InvalidUriError, SerializationError
-
-    from components.runner import PUBLISH_OPTIONS
-
-    session, _ = framed_session()
-    acknowledged = session.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
-    refused = session.publish("nerve.measure.web-2", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
-    first, second = session._publish_reqs
-    session.onMessage(message.Published(first, 77))
-    session.onMessage(message.Error(message.Publish.MESSAGE_TYPE, second, "wamp.error.not_authorized"))
-    got = []
-    acknowledged.addCallback(lambda publication: got.append(publication.id))
-    assert got == [77] and failure_of(refused).error == "wamp.error.not_authorized" and not session._publish_reqs
-    with pytest.raises(InvalidUriError):
-        session.publish("nerve measure", MEASUREMENT)
-    with pytest.raises(SerializationError):
-        session.publish("nerve.measure.web-1", {"x": object()}, options=PUBLISH_OPTIONS[True, False])
-    small, _ = framed_session(max_len_send=100)
-    with pytest.raises(PayloadExceededError):
-        small.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
-    assert not session._publish_reqs and not small._publish_reqs and len(session._transport.sent) == 2
-
-
-def receiving_session():
-    """A joined NerveSession opened on a RawSocket MessagePack transport, what its nerve handler sees, and the messages
-    Autobahn parsed for it."""
-    from autobahn.wamp.request import Handler, Subscription
-
-    session, _ = framed_session()
-    transport = session._transport
-    transport.aborted = []
-    transport.abort = lambda: transport.aborted.append(True)
-    session._session_id = None
-    session.onOpen(transport)  # installs the receiver and says HELLO
-    session._session_id = 1
-    seen = []
-    nerve = event_handler(lambda event, details: seen.append((event, details.publication, details.topic, details.publisher,
-                                                              details.publisher_authid, details.retained)), Mesh(config=None))
-    session._subscriptions = {5: [Subscription(5, "nerve.measure.", session, Handler(nerve, None, "details"))]}
-    parsed = []
-    session.onMessage = lambda msg: (parsed.append(type(msg).__name__), NerveSession.onMessage(session, msg))[1]
-    return session, seen, parsed
-
-
-EVENT_DETAILS = {"topic": "nerve.measure.web-1", "publisher": 42, "publisher_authid": "web-1", "retained": False}
-
-
-@pytest.mark.parametrize("raw, decoded_here, delivered", [
-    ([36, 5, 900, EVENT_DETAILS, [MEASUREMENT]], True, [(MEASUREMENT, 900, "nerve.measure.web-1", 42, "web-1", False)]),
-    ([36, 5, 900, {}, [MEASUREMENT]], True, [(MEASUREMENT, 900, "nerve.measure.", None, None, None)]),
-    ([36, 5, 900, {"topic": "nerve.measure.web-1"}], True, []),  # no arguments: the handler's drop counter
-    ([36, 5, 900, EVENT_DETAILS, [MEASUREMENT], {"k": 1}], False, []),  # keyword arguments: Autobahn's path
-    ([36, 5, 900, dict(EVENT_DETAILS, forward_for=[{"session": 7, "authid": "a", "authrole": "r"}]), [MEASUREMENT]], False,
-     [(MEASUREMENT, 900, "nerve.measure.web-1", 42, "web-1", False)]),  # another detail: Autobahn's path
-    ([36, 5, 900, {"topic": "nerve.measure.web-1", "transaction_hash": "t"}, [MEASUREMENT]], False,
-     [(MEASUREMENT, 900, "nerve.measure.web-1", None, None, None)]),
-])
-def test_session_decodes_plain_events_itself_and_delivers_them_as_autobahn_does(raw, decoded_here, delivered):
-    import msgpack
-
-    payload = msgpack.packb(raw, use_bin_type=True)
-    session, seen, parsed = receiving_session()
-    session._transport.stringReceived(payload)
-    reference, reference_seen, _ = receiving_session()
-    type(reference._transport).stringReceived(reference._transport, payload)  # Autobahn's parse, then onMessage
-    assert seen == reference_seen == delivered
-    assert parsed == ([] if decoded_here else ["Event"])
-    serializer = session._transport._serializer
-    assert (serializer._unserialized_messages, serializer._unserialized_bytes) == (1, len(payload))
-
-
-@pytest.mark.parametrize("raw", [
-    [36, 5, 900, {"topic": "nerve.measure.web-1", "publisher": "42"}, [MEASUREMENT]],  # a detail of the wrong type
-    [36, 5, -1, {"topic": "nerve.measure.web-1"}, [MEASUREMENT]],  # not a WAMP id
-    [36, 5, 900, {"topic": "nerve.measure.web-1"}, {"not": "a list"}],
-    [17, 12345, 77],  # PUBLISHED for a request never made
-])
-def test_a_malformed_event_or_acknowledgement_goes_to_autobahn_which_closes_the_connection(raw):
-    import msgpack
-
-    session, seen, parsed = receiving_session()
-    session._transport.stringReceived(msgpack.packb(raw, use_bin_type=True))
-    assert session._transport.aborted == [True] and seen == []
-    session._transport.stringReceived(b"\x95\x24\xc1")  # the head of an EVENT, then bytes MessagePack never uses
-    assert session._transport.aborted == [True, True]
-
-
-def test_session_resolves_acknowledgements_itself_and_drops_those_of_cancelled_publishes():
-    import msgpack
-
-    from components.runner import PUBLISH_OPTIONS
-
-    session, _, parsed = receiving_session()
-    acknowledged = session.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
-    cancelled = session.publish("nerve.measure.web-1", MEASUREMENT, options=PUBLISH_OPTIONS[True, False])
-    cancelled.addErrback(lambda failure: None)
-    cancelled.cancel()
-    got = []
-    acknowledged.addCallback(lambda publication: got.append((publication.id, publication.was_encrypted)))
-    for request_id in list(session._publish_reqs):
-        session._transport.stringReceived(msgpack.packb([17, request_id, 77]))
-    assert got == [(77, False)] and not session._publish_reqs and parsed == [] and not session._transport.aborted
-
-
 def test_handler_gets_details_and_mesh_only_when_it_asks():
     mesh = Mesh(config=None)
     got = {}
@@ -347,13 +174,15 @@ def test_a_joined_component_writes_large_messages_at_once_unless_told_not_to(at_
 
     from twisted.internet.abstract import FileDescriptor
 
-    from components import framing
-    from components.runner import Binder
+    from components.mesh import rawsocket as framing
+    from components.mesh.binder import Binder
+    from components.mesh.tuning import tune_transport
 
     connection = FileDescriptor(reactor=object())
-    session = SimpleNamespace(_transport=SimpleNamespace(transport=connection))
-    mesh_config = MeshConfig(role="analyzer", tcp_nodelay=False, large_messages_at_once=at_once)
-    binder = Binder([], Mesh(SimpleNamespace(mesh=mesh_config)))
+    session = SimpleNamespace(transport=SimpleNamespace(transport=connection))
+    mesh_config = MeshConfig(role="analyzer", tuning={"tcp_nodelay": False, "large_messages_at_once": at_once})
+    binder = Binder([], Mesh(SimpleNamespace(mesh=mesh_config)),
+                    on_transport=lambda transport: tune_transport(transport, mesh_config.tuning))
     binder.on_join(session, SimpleNamespace(realm="nerve", authid="analyzer-1", authrole="analyzer"))
     assert binder.joined.called
     assert connection.SEND_LIMIT == (framing.AT_ONCE_LIMIT if at_once else 128 * 1024)

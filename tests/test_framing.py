@@ -10,7 +10,7 @@ from autobahn.twisted.rawsocket import WampRawSocketProtocol
 from twisted.internet import defer
 from twisted.internet.abstract import FileDescriptor
 
-from components import framing
+from components.mesh import rawsocket as framing
 
 
 class Receiver(WampRawSocketProtocol):

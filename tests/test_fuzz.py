@@ -7,12 +7,13 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.analysis import analyze_batch
-from components.config import MeshConfig
-from components.errors import InvalidArgument
-from components.measure import validate_measure
-from components.orchestrator import Orchestrator, OrchestratorConfig
-from components.runner import Mesh, event_handler
+from components.monitor.analysis import analyze_batch
+from components.mesh.config import MeshConfig
+from components.mesh.errors import InvalidArgument
+from components.monitor.measure import validate_measure
+from components.monitor.orchestrator import Orchestrator, OrchestratorConfig
+from components.mesh.handlers import event_handler
+from components.mesh.session import Mesh
 from tests.test_orchestrator import RecordingMesh
 
 FUZZ = settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -86,7 +87,7 @@ near_valid = st.one_of(st.just(VALID), st.sampled_from(sorted(EDGES)).flatmap(
 @given(payload=st.one_of(near_valid, payloads), topic_host=st.sampled_from(["web-01", "web-01", "other"]),
        known=st.booleans())
 def test_the_fast_check_of_a_measurement_accepts_exactly_what_the_full_check_accepts(payload, topic_host, known):
-    from components import measure
+    from components.monitor import measure
 
     topic = f"nerve.measure.{topic_host}"
     measure._bounds_by_name.clear()

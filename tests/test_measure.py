@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from components.errors import InvalidArgument
-from components.measure import MEASURE_SCHEMA, family_of, validate_measure
-from components.testing import measurement
-from components.tracker import SimulatedHosts, SystemSampler, mount_name
+from components.mesh.errors import InvalidArgument
+from components.monitor.measure import MEASURE_SCHEMA, family_of, validate_measure
+from components.testing.live import measurement
+from components.monitor.tracker import SimulatedHosts, SystemSampler, mount_name
 
 NOW = 1_800_000_000.0
 
@@ -29,6 +29,10 @@ def good(**changes):
     ({"ts": NOW - 10 * 86400}, "ts"),
     ({"ts": float("nan")}, "ts"),
     ({"interval": 0}, "interval"),
+    ({"interval": 0.05}, "interval"),
+    ({"interval": 1e9}, "interval"),
+    ({"seq": 2**64 - 1}, "seq"),
+    ({"seq": 2**53 + 1}, "seq"),
     ({"metrics": {}}, "metrics"),
     ({"metrics": {"cpu": float("inf")}}, "cpu"),
     ({"metrics": {"cpu": "high"}}, "cpu"),
@@ -82,8 +86,8 @@ def test_every_family_declares_label_and_unit():
 
 
 def test_simulated_hosts_spread_over_the_interval_each_once_per_round():
-    from components.config import MeshConfig
-    from components.tracker import SPREAD_SLOTS, Tracker, TrackerConfig
+    from components.mesh.config import MeshConfig
+    from components.monitor.tracker import SPREAD_SLOTS, Tracker, TrackerConfig
 
     config = TrackerConfig(mesh=MeshConfig(role="simulator"), hosts=50)
     tracker = Tracker(config, mesh=None)

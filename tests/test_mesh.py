@@ -8,8 +8,8 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import RegisterOptions, SubscribeOptions
 from twisted.internet import defer
 
-from components.analysis import analyze_batch, pack_batch, unpack_batch
-from components.testing import EventLog, join, measurement, publish_acknowledged, sleep, wait_for_callees, wait_until
+from components.monitor.analysis import analyze_batch, pack_batch, unpack_batch
+from components.testing.live import EventLog, join, measurement, publish_acknowledged, sleep, wait_for_callees, wait_until
 
 
 def analyzers_of(events, host_id):

@@ -11,14 +11,14 @@ import pytest
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, task
 
-from components.analysis import analyze_batch, pack_batch, unpack_batch
-from components.analyzer import Analyzer, AnalyzerConfig
-from components.config import MeshConfig
-from components.interest import TopicInterest, wildcard_matches
-from components.errors import ConfigError, InvalidArgument, NotFound
-from components.orchestrator import MAX_CALL_BYTES, PACKED_REFUSED_SECONDS, Orchestrator, OrchestratorConfig
-from components.testing import measurement
-from components.window import as_sample
+from components.monitor.analysis import analyze_batch, pack_batch, unpack_batch
+from components.monitor.analyzer import Analyzer, AnalyzerConfig
+from components.mesh.config import MeshConfig
+from components.monitor.interest import TopicInterest, wildcard_matches
+from components.mesh.errors import ConfigError, InvalidArgument, NotFound
+from components.monitor.orchestrator import MAX_CALL_BYTES, PACKED_REFUSED_SECONDS, Orchestrator, OrchestratorConfig
+from components.testing.live import measurement
+from components.monitor.window import as_sample
 
 
 class RecordingMesh:
@@ -511,7 +511,7 @@ def test_compact_analyzer_answers_become_the_same_analysis_events_as_full_ones(o
 
 
 def test_gc_pauses_time_every_collection():
-    from components.gc_pauses import collection_stats, time_collections
+    from components.mesh.collector import collection_stats, time_collections
 
     time_collections()
     time_collections()  # idempotent: one callback, so each collection is counted once

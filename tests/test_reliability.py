@@ -7,7 +7,7 @@ import pytest_twisted
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer
 
-from components.testing import (
+from components.testing.live import (
     ComponentProcess,
     RouterProcess,
     join,
@@ -217,7 +217,7 @@ def test_malformed_events_are_counted_per_publisher_and_the_consumer_keeps_going
 
 @pytest_twisted.inlineCallbacks
 def test_keyword_arguments_from_a_publisher_neither_spoof_details_nor_stop_the_consumer(router, orchestrator, dashboard):
-    # Components take events on nerve's own dispatch path (runner.NerveSession); a sender's kwargs must not break it.
+    # A sender's kwargs must not break a component's event handlers.
     session = yield join(router.rawsocket_url, "tracker", "kwargs-host", router.ticket("tracker", "kwargs-host"))
     acknowledged = PublishOptions(acknowledge=True)
     yield session.publish("nerve.measure.kwargs-host", measurement("kwargs-host", 1, {"cpu": 1.0}), details="spoofed",

@@ -13,9 +13,9 @@ from crossbar.router import broker as crossbar_broker
 from crossbar.router import router as crossbar_router
 from twisted.logger import formatEvent
 
-from components import framing
-from components.errors import ConfigError
-from components.gc_pauses import collection_stats
+from components.mesh import rawsocket as framing
+from components.mesh.errors import ConfigError
+from components.mesh.collector import collection_stats
 from router import tuning
 from router.tuning import LAZY_LOG_HELPERS, LazyText, deferred
 
@@ -41,7 +41,7 @@ def test_crossbar_formats_lazily_unless_the_tuning_turns_it_off():
         assert crossbar_router.pformat is pprint.pformat
         assert isinstance(crossbar_broker.hlid("nerve.measure.a"), str)
         assert tuning.settings == {"tcp_nodelay": True, "lazy_debug_format": False, "freeze_startup_heap": True,
-                                   "join_reads_once": True, "large_messages_at_once": True, "framed_acknowledgements": True}
+                                   "join_reads_once": True, "large_messages_at_once": True, "metering": True}
     finally:
         tuning.configure()
         gc.unfreeze()  # this is the test process, not a router worker
@@ -85,41 +85,6 @@ def test_the_router_moves_large_messages_at_once_unless_the_tuning_turns_it_off(
         gc.unfreeze()
 
 
-def test_the_router_packs_acknowledgements_as_autobahn_would_unless_the_tuning_turns_it_off(monkeypatch):
-    from autobahn.wamp import message
-    from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
-    from crossbar.router.protocol import WampRawSocketServerProtocol
-
-    def connection(serializer):
-        protocol = WampRawSocketServerProtocol()
-        protocol._serializer, protocol._max_len_send, protocol.sent = serializer, 0, []
-        protocol.isOpen = lambda: True
-        protocol.sendString = protocol.sent.append
-        return protocol
-
-    marshalled = []
-    marshal = message.Published.marshal
-    monkeypatch.setattr(message.Published, "marshal", lambda published: (marshalled.append(published), marshal(published))[1])
-    acknowledgement = message.Published(2**53, 123456789)
-    try:
-        tuning.configure()
-        framed, reference, json = connection(MsgPackSerializer()), connection(MsgPackSerializer()), connection(JsonSerializer())
-        framed.send(acknowledgement)
-        WampRawSocketProtocol.send(reference, message.Published(2**53, 123456789))
-        assert framed.sent == reference.sent and len(marshalled) == 1  # the reference's only
-        counted = [itemgetter("bytes", "messages", "rated_messages")(protocol._serializer.stats(reset=False))
-                   for protocol in (framed, reference)]
-        assert counted[0] == counted[1] and counted[0][1] == 1
-        json.send(acknowledgement)  # another serializer, or another message: Autobahn's send
-        framed.send(message.Event(5, 6, args=[{"cpu": 1.5}], topic="nerve.measure.web-1"))
-        assert len(marshalled) == 2 and json.sent == [b'[17,9007199254740992,123456789]'] and len(framed.sent) == 2
-        tuning.configure({"framed_acknowledgements": False})
-        assert WampRawSocketServerProtocol.send is WampRawSocketProtocol.send
-    finally:
-        tuning.configure()
-        gc.unfreeze()
-
-
 @pytest.mark.parametrize("module_name", sorted(LAZY_LOG_HELPERS))
 def test_crossbar_uses_the_deferred_helpers_only_as_log_arguments(module_name):
     # A lazy object is safe only where a log line formats it; a crossbar upgrade that concatenates
@@ -145,14 +110,14 @@ def test_crossbar_uses_the_deferred_helpers_only_as_log_arguments(module_name):
 
 
 def test_an_unknown_tuning_name_is_refused_with_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown router tuning tcp_no_delay; known: tcp_nodelay, lazy_debug_format, "
-                                              "freeze_startup_heap, join_reads_once, large_messages_at_once, "
-                                              "framed_acknowledgements"):
+    with pytest.raises(ConfigError, match="router tuning: unknown tuning tcp_no_delay; known: tcp_nodelay, "
+                                          "lazy_debug_format, freeze_startup_heap, join_reads_once, "
+                                          "large_messages_at_once, metering"):
         tuning.configure({"tcp_no_delay": False})
 
 
 def test_runtime_config_hands_tuning_overrides_to_the_router_component():
-    from components.routerctl import runtime_config
+    from components.node.routerctl import runtime_config
 
     config = runtime_config(18080, tuning={"lazy_debug_format": False})
     extras = [component.get("extra", {}) for worker in config["workers"] for component in worker.get("components", [])]

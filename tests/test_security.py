@@ -8,7 +8,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, RegisterOptions
 from twisted.internet import defer
 
-from components.testing import join, measurement, publish_acknowledged, wait_until
+from components.testing.live import join, measurement, publish_acknowledged, wait_until
 from router.auth import authorize_tracker
 
 

@@ -6,8 +6,8 @@ import urllib.request
 import pytest
 import pytest_twisted
 
-from components.testing import RouterProcess, join
-from components.tls import development_certificates
+from components.testing.live import RouterProcess, join
+from components.node.tls import development_certificates
 
 
 @pytest.fixture(scope="module")

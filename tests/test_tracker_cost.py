@@ -1,4 +1,4 @@
-"""Tracker cost (issue 6): the `nerve tracker` process loads no NumPy, and still publishes to a real router."""
+"""Tracker cost: the `nerve tracker` process loads no NumPy, and still publishes to a real router."""
 
 import json
 import subprocess
@@ -8,13 +8,13 @@ import psutil
 import pytest_twisted
 from autobahn.wamp.types import SubscribeOptions
 
-from components.testing import EventLog, join, wait_until
+from components.testing.live import EventLog, join, wait_until
 
 # Runs a `nerve` command's own code (options, config, component objects) up to the point where it would
 # join the router, then prints the modules loaded by then.
 LOADED_BY_COMMAND = """
 import json, sys
-from components import cli
+from components.cli import main as cli
 
 def report(targets, config, mesh, name):
     print(json.dumps([name for name, module in sys.modules.items() if module is not None]))
@@ -35,7 +35,7 @@ def modules_loaded_by(*args):
 
 def test_tracker_command_loads_no_numpy():
     loaded = modules_loaded_by("tracker")
-    assert {"components.tracker", "autobahn.twisted.component", "msgpack", "psutil"} <= loaded  # the real path ran
+    assert {"components.monitor.tracker", "components.mesh.session", "autobahn.wamp.types", "psutil"} <= loaded  # the real path ran
     assert not {name for name in loaded if name.split(".")[0] in ("numpy", "bjdata", "_bjdata", "argon2", "passlib")}
 
 

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.compute import ComputeConfig
-from components.config import MeshConfig
-from components.errors import ConfigError, InvalidArgument
-from components.solver import SolverConfig
-from components.tsp import (
+from components.tsp.compute import ComputeConfig
+from components.mesh.config import MeshConfig
+from components.mesh.errors import ConfigError, InvalidArgument
+from components.tsp.solver import SolverConfig
+from components.tsp.core import (
     MOVE_2OPT,
     MOVE_OROPT,
     Problem,

@@ -5,7 +5,7 @@ Playwright runs on its own thread, as in test_dashboard.py (whose browser fixtur
 
 import pytest_twisted
 
-from components.testing import wait_for_callees
+from components.testing.live import wait_for_callees
 from tests import test_dashboard
 
 browser = test_dashboard.browser  # the module's one headless Chromium, on its own thread

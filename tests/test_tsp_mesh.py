@@ -11,8 +11,8 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, SubscribeOptions
 from twisted.internet import defer, threads
 
-from components.testing import ComponentProcess, EventLog, join, sleep, wait_for_callees, wait_until
-from components.tsp import Problem, load_tsplib, tour_length
+from components.testing.live import ComponentProcess, EventLog, join, sleep, wait_for_callees, wait_until
+from components.tsp.core import Problem, load_tsplib, tour_length
 
 DATA = Path(__file__).parent / "data"
 BERLIN = load_tsplib(DATA / "berlin52.tsp")

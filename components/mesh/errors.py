@@ -37,4 +37,11 @@ class NotAuthenticated(NerveError):
     uri = "nerve.error.not_authenticated"
 
 
-ERROR_URIS = {cls.uri: cls for cls in (NerveError, ConfigError, InvalidArgument, NotFound, Unavailable, NotAuthenticated)}
+class NotAuthorized(NerveError):
+    """The caller's role may not do what it asked (e.g. an anonymous dashboard acknowledging an alert)."""
+
+    uri = "nerve.error.not_authorized"
+
+
+ERROR_URIS = {cls.uri: cls for cls in (NerveError, ConfigError, InvalidArgument, NotFound, Unavailable, NotAuthenticated,
+                                       NotAuthorized)}

@@ -17,9 +17,7 @@ kernel as much; small messages keep Twisted's sizes, so no turn reads more of th
 
 from struct import unpack
 
-from autobahn.exception import PayloadExceededError
 from autobahn.twisted.rawsocket import WampRawSocketProtocol
-from autobahn.wamp.serializer import MsgPackSerializer
 from twisted.internet.abstract import FileDescriptor
 
 # A message missing fewer bytes than this is joined Twisted's way: copying a small buffer costs less than a list.
@@ -81,39 +79,6 @@ def write_large_messages_at_once(transport):
     """Let one write of this connection hand the kernel up to AT_ONCE_LIMIT instead of Twisted's 128 KiB."""
     if isinstance(transport, FileDescriptor):
         transport.SEND_LIMIT = AT_ONCE_LIMIT
-
-
-def frames_plain_msgpack(transport):
-    """Whether a WAMP transport is RawSocket with one MessagePack list per message and no statistics callback.
-
-    Such a message nerve may pack or unpack itself (see NerveSession and the router's framed
-    acknowledgements); count_framed keeps Autobahn's counts of it right.
-    """
-    serializer = getattr(transport, "_serializer", None)
-    return (isinstance(transport, WampRawSocketProtocol) and type(serializer) is MsgPackSerializer
-            and not serializer._serializer._batched and serializer._autoreset_callback is None)
-
-
-def count_framed(serializer, payload, sent):
-    """Count a message nerve packed (sent) or unpacked itself in the serializer's statistics, as Autobahn would."""
-    rated = -(-len(payload) // serializer.RATED_MESSAGE_SIZE)
-    if sent:
-        serializer._serialized_bytes += len(payload)
-        serializer._serialized_messages += 1
-        serializer._serialized_rated_messages += rated
-    else:
-        serializer._unserialized_bytes += len(payload)
-        serializer._unserialized_messages += 1
-        serializer._unserialized_rated_messages += rated
-
-
-def send_framed(transport, payload):
-    """Send a message nerve packed itself as Autobahn's send would: refused over the connection's limit, counted, sent."""
-    if 0 < transport._max_len_send < len(payload):
-        raise PayloadExceededError(f"tried to send RawSocket message with size {len(payload)} exceeding payload "
-                                   f"limit of {transport._max_len_send} octets")
-    count_framed(transport._serializer, payload, sent=True)
-    transport.sendString(payload)
 
 
 def tune_connection(transport, no_delay=True, large_writes=True):

@@ -42,8 +42,9 @@ def freeze_startup_heap():
 
 # CPython collects its youngest generation whenever 700 more container objects exist than at the last
 # collection, and each collection walks all of them. A component under load creates objects faster than
-# it frees them for a while (a batch of calls, a buffer of events), so that happened many times a second:
-# at 5,000 hosts the orchestrator spent 23 ms a second collecting, 6 ms with 10,000 (benchmarks.md, run 58).
+# it frees them for a while (a batch of calls, a buffer of events), so that happened many times a second
+# (docs/deviations.md has the measured cost).
+CPYTHON_YOUNG_THRESHOLD = 700
 YOUNG_THRESHOLD = 10_000
 
 

@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from components.credentials import PROJECT_ROOT
-from components.errors import ConfigError, Unavailable
+from components.mesh.credentials import PROJECT_ROOT
+from components.mesh.errors import ConfigError, Unavailable
 
 PROJECT_CONFIG = PROJECT_ROOT / ".crossbar" / "config.json"
 CROSSBAR = Path(sys.executable).with_name("crossbar")
@@ -23,7 +23,7 @@ def runtime_config(port, secrets_file=None, source=PROJECT_CONFIG, tls=None, tun
         for transport in worker.get("transports", []):
             transport["endpoint"]["port"] = port
             if tls is not None:
-                from components.tls import endpoint_tls
+                from components.node.tls import endpoint_tls
 
                 transport["endpoint"]["tls"] = endpoint_tls(tls)
             for path in transport.get("web", {}).get("paths", {}).values():

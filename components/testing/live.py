@@ -16,9 +16,9 @@ from autobahn.twisted.component import Component
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, reactor, task
 
-from components import credentials
-from components.config import MeshConfig
-from components.routerctl import free_port, router_command, wait_for_port
+from components.mesh import credentials
+from components.mesh.config import MeshConfig
+from components.node.routerctl import free_port, router_command, wait_for_port
 
 
 class RouterProcess:

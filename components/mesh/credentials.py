@@ -11,10 +11,10 @@ import os
 import secrets
 from pathlib import Path
 
-from components.errors import ConfigError
+from components.mesh.errors import ConfigError
 
 BACKEND_ROLES = ("tracker", "simulator", "analyzer", "orchestrator", "operator", "component", "compute", "solver")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SECRETS_FILE = PROJECT_ROOT / ".crossbar" / "secrets.json"
 
 

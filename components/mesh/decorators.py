@@ -1,4 +1,4 @@
-"""Decorators that only annotate plain functions; `components.runner` binds them when a session joins.
+"""Decorators that only annotate plain functions; `components.mesh.runner` binds them when a session joins.
 
 Any option may be a callable taking the process config, so a component can take it from
 flags (`concurrency=lambda config: config.concurrency`): it is resolved when the runner binds.

@@ -1,6 +1,6 @@
 """Traveling-salesman core: TSPLIB parser, EUC_2D distances, input checks and the simulated-annealing kernel.
 
-No WAMP here: the compute instance (`components.compute`) and the solver (`components.solver`)
+No WAMP here: the compute instance (`components.tsp.compute`) and the solver (`components.tsp.solver`)
 wrap these functions, and the unit tests call them directly.
 """
 
@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from components.errors import InvalidArgument
+from components.mesh.errors import InvalidArgument
 
 MIN_CITIES = 3
 MAX_COORDINATE = 1e9    # keeps every tour length far inside int64

@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
-from components.config import MeshConfig
-from components.decorators import on
-from components.errors import ConfigError
+from components.mesh.config import MeshConfig
+from components.mesh.decorators import on
+from components.mesh.errors import ConfigError
 
 URI_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 
@@ -92,7 +92,7 @@ def send_once(config):
     """Publish the message (acknowledged) and return the exit code."""
     import time
 
-    from components.runner import run_once
+    from components.mesh.runner import run_once
 
     event = {"message": config.message, "ts": round(time.time(), 3), "sender": config.mesh.authid}
     return run_once(lambda mesh: mesh.publish(config.topic, event, acknowledge=True), config, name="nerve alert send")

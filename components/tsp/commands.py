@@ -7,17 +7,16 @@ from typing import Optional
 
 import click
 
+from components.cli.options import build_mesh_config, checked, mesh_options, run_or_exit, split_mesh
+from components.mesh.config import MeshConfig
+from components.mesh.errors import ConfigError, InvalidArgument
+
 
 @click.group()
 def tsp():
     """Solve traveling-salesman problems on the mesh."""
 
 
-# Imported after `tsp` exists: under `python -m components.cli` this import loads components.cli a second
-# time, and that copy looks up `tsp` here while this module is still half-initialised.
-from components.cli import build_mesh_config, checked, mesh_options, run_or_exit, split_mesh  # noqa: E402
-from components.config import MeshConfig  # noqa: E402
-from components.errors import ConfigError, InvalidArgument  # noqa: E402
 
 
 @click.command()
@@ -28,8 +27,8 @@ from components.errors import ConfigError, InvalidArgument  # noqa: E402
               type=click.IntRange(3, 20000), help="Largest problem accepted.")
 def compute(**kwargs):
     """Serve nerve.tsp.anneal (shared round robin, one call at a time); start one per core, on any machine."""
-    from components.compute import Compute, ComputeConfig
-    from components.runner import Mesh
+    from components.tsp.compute import Compute, ComputeConfig
+    from components.mesh.session import Mesh
 
     common, own = split_mesh(kwargs)
     config = checked(ComputeConfig, mesh=build_mesh_config("compute", **common), **own)
@@ -49,8 +48,8 @@ def compute(**kwargs):
               type=int, help="Solves served at once (the router refuses more).")
 def solver(**kwargs):
     """Serve nerve.tsp.solve: annealing in rounds of parallel nerve.tsp.anneal calls over the compute instances."""
-    from components.runner import Mesh
-    from components.solver import Solver, SolverConfig
+    from components.mesh.session import Mesh
+    from components.tsp.solver import Solver, SolverConfig
 
     common, own = split_mesh(kwargs)
     config = checked(SolverConfig, mesh=build_mesh_config("solver", **common), **own)
@@ -94,8 +93,8 @@ def describe_progress(payload, echo):
 @click.option("--tour", "show_tour", is_flag=True, help="Also print the tour (0-based city indices).")
 def solve(file, budget, seed, show_tour, **kwargs):
     """Solve a TSPLIB EUC_2D FILE on the mesh; print progress, the length and the gap to the optimum the file states."""
-    from components.runner import run_once
-    from components.tsp import load_tsplib
+    from components.mesh.runner import run_once
+    from components.tsp.core import load_tsplib
 
     common, _ = split_mesh(kwargs)
     config = checked(TspSolveConfig, mesh=build_mesh_config("operator", **common), file=file, budget=budget, seed=seed,

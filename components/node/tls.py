@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from components.credentials import PROJECT_ROOT
-from components.errors import ConfigError
+from components.mesh.credentials import PROJECT_ROOT
+from components.mesh.errors import ConfigError
 
 DEFAULT_TLS_DIR = PROJECT_ROOT / ".crossbar" / "tls"
 DEV_NAMES = ("localhost", "127.0.0.1", "::1")

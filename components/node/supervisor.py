@@ -9,8 +9,8 @@ import sys
 import threading
 import time
 
-from components.errors import NerveError
-from components.routerctl import port_open, router_command, wait_for_port
+from components.mesh.errors import NerveError
+from components.node.routerctl import port_open, router_command, wait_for_port
 
 PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 10

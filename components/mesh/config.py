@@ -5,11 +5,12 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 from urllib.parse import urlparse
 
-from components import credentials
-from components.errors import ConfigError
+from components.mesh import credentials
+from components.mesh.errors import ConfigError
+from components.mesh.tuning import COMPONENT_DEFAULTS, checked_settings
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 DEFAULT_ROUTER = "rs://127.0.0.1:8080"
@@ -39,8 +40,7 @@ class MeshConfig:
     secrets_file: Optional[Path] = None
     log_level: str = "info"
     ca_file: Optional[Path] = None
-    tcp_nodelay: bool = True
-    large_messages_at_once: bool = True
+    tuning: Mapping[str, bool] = field(default_factory=lambda: COMPONENT_DEFAULTS)
 
     def __post_init__(self):
         parsed = urlparse(self.router)
@@ -52,6 +52,7 @@ class MeshConfig:
             raise ConfigError(f"log level {self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
         if self.role not in credentials.BACKEND_ROLES and self.role != "anonymous":
             raise ConfigError(f"role {self.role!r} must be one of {credentials.BACKEND_ROLES} or anonymous")
+        object.__setattr__(self, "tuning", checked_settings(self.tuning, COMPONENT_DEFAULTS, "tuning"))
         if self.authid is None:
             object.__setattr__(self, "authid", default_authid(self.role))
         if self.ca_file is not None and not Path(self.ca_file).is_file():

@@ -14,10 +14,10 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 
-from components.config import MeshConfig, uri_safe
-from components.decorators import every, on_join
-from components.errors import ConfigError
-from components.measure import HOST_ID_PATTERN, MEASURE_TOPIC_PREFIX, measure_topic
+from components.mesh.config import MeshConfig, uri_safe
+from components.mesh.decorators import every, on_join
+from components.mesh.errors import ConfigError
+from components.monitor.measure import HOST_ID_PATTERN, MAX_INTERVAL, MEASURE_TOPIC_PREFIX, MIN_INTERVAL, measure_topic
 
 log = Logger(namespace="nerve.tracker")
 MAX_UNACKED = 2000
@@ -45,8 +45,8 @@ class TrackerConfig:
     def __post_init__(self):
         if self.buffer_seconds < 0:
             raise ConfigError(f"buffer seconds must be >= 0, got {self.buffer_seconds}")
-        if not 0.05 <= self.interval <= 3600:
-            raise ConfigError(f"interval must be between 0.05 and 3600 seconds, got {self.interval}")
+        if not MIN_INTERVAL <= self.interval <= MAX_INTERVAL:
+            raise ConfigError(f"interval must be between {MIN_INTERVAL} and {MAX_INTERVAL:.0f} seconds, got {self.interval}")
         if self.hosts < 0 or self.hosts > 100_000:
             raise ConfigError(f"hosts must be between 0 and 100000, got {self.hosts}")
         if self.host_id is not None and not HOST_ID_PATTERN.match(self.host_id):

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from twisted.internet import reactor, threads
 from twisted.logger import Logger
 
-from components.analysis import DEFAULT_THRESHOLDS, AnalysisParams, analyze_batch, pack_results, unpack_batch
-from components.config import MeshConfig
-from components.decorators import every, procedure
-from components.errors import ConfigError, InvalidArgument
+from components.monitor.analysis import DEFAULT_THRESHOLDS, AnalysisParams, analyze_batch, pack_results, unpack_batch
+from components.mesh.config import MeshConfig
+from components.mesh.decorators import every, procedure
+from components.mesh.errors import ConfigError, InvalidArgument
 
 log = Logger(namespace="nerve.analyzer")
 MAX_HOSTS_PER_CALL = 5000

@@ -82,8 +82,8 @@ from types import MappingProxyType
 import msgpack
 import numpy as np
 
-from components.errors import InvalidArgument
-from components.window import row_values
+from components.mesh.errors import InvalidArgument
+from components.monitor.window import row_values
 
 LEVELS = ("LOW", "MEDIUM", "HIGH")
 STATE_VERSION = 1

@@ -6,123 +6,23 @@ import time
 
 import click
 
-from components import credentials
-from components.config import DEFAULT_ROUTER, LOG_LEVELS, MeshConfig
-from components.errors import ConfigError, InvalidArgument, NerveError
-
-
-def mesh_options(role):
-    """Click options shared by every component: where the router is and who we are."""
-
-    def decorate(command):
-        options = [
-            click.option("--router", envvar="NERVE_ROUTER", default=DEFAULT_ROUTER, show_default=True, show_envvar=True,
-                         help="Router URL: rs://HOST:PORT (RawSocket, fastest) or ws://HOST:PORT/ws."),
-            click.option("--realm", envvar="NERVE_REALM", default="nerve", show_default=True, show_envvar=True),
-            click.option("--authid", envvar="NERVE_AUTHID", default=None, show_envvar=True,
-                         help=f"Identity to join as [default: {role}-HOST-PID or the host id]."),
-            click.option("--ticket", envvar="NERVE_TICKET", default=None, show_envvar=True,
-                         help="Credential for the authid; default: derived from the secrets file."),
-            click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, show_envvar=True,
-                         type=click.Path(dir_okay=False), help=f"Role secrets [default: {credentials.DEFAULT_SECRETS_FILE}]."),
-            click.option("--log-level", envvar="NERVE_LOG_LEVEL", default="info", show_default=True, show_envvar=True,
-                         type=click.Choice(LOG_LEVELS)),
-            click.option("--ca-file", envvar="NERVE_CA_FILE", default=None, show_envvar=True, type=click.Path(dir_okay=False),
-                         help="CA certificate to verify a wss:// or rss:// router with (e.g. .crossbar/tls/ca.pem)."),
-            click.option("--tcp-nodelay/--no-tcp-nodelay", envvar="NERVE_TCP_NODELAY", default=True, show_default=True,
-                         show_envvar=True, help="Send each message at once (off: Nagle's algorithm, for comparison)."),
-            click.option("--large-messages-at-once/--no-large-messages-at-once", envvar="NERVE_LARGE_MESSAGES_AT_ONCE",
-                         default=True, show_default=True, show_envvar=True,
-                         help="Read and write a large message in one go (off: 64/128 KiB a turn, for comparison)."),
-        ]
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
-
-
-def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, tcp_nodelay=True,
-                      large_messages_at_once=True):
-    """The MeshConfig from the common options; a bad value is a usage error (exit 2)."""
-    return checked(MeshConfig, role=role, router=router, realm=realm, authid=authid, ticket=ticket,
-                   secrets_file=secrets_file, log_level=log_level, ca_file=ca_file, tcp_nodelay=tcp_nodelay,
-                   large_messages_at_once=large_messages_at_once)
-
-
-def checked(factory, **values):
-    """Build a config object, turning its validation error into a click usage error."""
-    try:
-        return factory(**values)
-    except (ConfigError, InvalidArgument) as error:
-        raise click.UsageError(str(error)) from error
-
-
-def split_mesh(kwargs):
-    """Separate the common mesh options from a command's own options."""
-    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level", "ca_file", "tcp_nodelay",
-             "large_messages_at_once")
-    return {name: kwargs.pop(name) for name in names}, kwargs
-
-
-# Optional modules autobahn imports when installed that a tracker never uses. The tracker's transports
-# speak msgpack (RawSocket) or msgpack/json (WebSocket) and it authenticates with a ticket.
-TRACKER_UNUSED_MODULES = (
-    "bjdata",  # the UBJSON serializer; it imports NumPy (~16 MB of the tracker's RSS)
-    "autobahn.flatbuffers",  # the FlatBuffers serializer's runtime, which imports NumPy too
-    "argon2", "passlib",  # WAMP-SCRAM authentication (~0.7 MB)
-    # NVX, cffi-compiled UTF-8 validation and masking for large WebSocket frames (~1.3 MB): a tracker sends
-    # one small frame a second (none over RawSocket), so autobahn's pure-Python fallback costs nothing.
-    "_nvx_utf8validator", "_nvx_xormasker",
+from components.cli.options import (
+    build_mesh_config,
+    checked,
+    mesh_options,
+    run_or_exit,
+    skip_unused_modules,
+    split_mesh,
+    tls_files,
+    tls_options,
 )
-
-
-def skip_unused_modules():
-    """Make autobahn skip the optional modules a tracker never uses, as if they were not installed."""
-    for name in TRACKER_UNUSED_MODULES:
-        if name not in sys.modules:  # already loaded in this process: nothing left to save
-            # An import of a name mapped to None raises ImportError, which autobahn treats as "not installed".
-            sys.modules[name] = None
-
-
-def run_or_exit(targets, config, mesh, name):
-    """Run the component, its garbage collections timed (nerve.stats reports them), and exit with its code."""
-    from components.framing import join_reads_once, read_large_messages_at_once
-    from components.gc_pauses import YOUNG_THRESHOLD, freeze_startup_heap, set_young_threshold, time_collections
-    from components.runner import run
-
-    join_reads_once()
-    read_large_messages_at_once(config.mesh.large_messages_at_once)
-    time_collections()
-    freeze_startup_heap()
-    set_young_threshold(YOUNG_THRESHOLD)
-    sys.exit(run(targets, config, mesh=mesh, name=name))
-
+from components.mesh import credentials
+from components.mesh.errors import InvalidArgument, NerveError
+from components.tsp.commands import compute, solver, tsp
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main():
     """nerve: a reactive monitoring and compute mesh on WAMP, routed by Crossbar.io."""
-
-
-def tls_options(command):
-    """--tls (development CA) or --tls-cert/--tls-key (your own certificate)."""
-    command = click.option("--tls-key", envvar="NERVE_TLS_KEY", default=None, type=click.Path(exists=True, dir_okay=False),
-                           show_envvar=True, help="Private key for --tls-cert.")(command)
-    command = click.option("--tls-cert", envvar="NERVE_TLS_CERT", default=None, type=click.Path(exists=True, dir_okay=False),
-                           show_envvar=True, help="Serve https/wss/rss with this certificate (PEM).")(command)
-    return click.option("--tls", "dev_tls", is_flag=True,
-                        help="Serve https/wss/rss with a development certificate (CA in .crossbar/tls/ca.pem).")(command)
-
-
-def tls_files(dev_tls, tls_cert, tls_key):
-    """The TlsFiles chosen by the TLS options, or None for plain TCP."""
-    from components.tls import TlsFiles, development_certificates
-
-    if bool(tls_cert) != bool(tls_key):
-        raise click.UsageError("--tls-cert and --tls-key go together")
-    if tls_cert:
-        return checked(TlsFiles, key=tls_key, certificate=tls_cert)
-    return development_certificates() if dev_tls else None
 
 
 @main.command()
@@ -135,7 +35,7 @@ def tls_files(dev_tls, tls_cert, tls_key):
 @tls_options
 def up(port, analyzers, compute, hosts, secrets_file, dev_tls, tls_cert, tls_key):
     """Start the router, an orchestrator, a tracker for this machine and analyzers; Ctrl-C stops them all."""
-    from components.supervisor import run_mesh
+    from components.node.supervisor import run_mesh
 
     tls = tls_files(dev_tls, tls_cert, tls_key)
     sys.exit(run_mesh(port=port, analyzers=analyzers, compute=compute, hosts=hosts, secrets_file=secrets_file, tls=tls))
@@ -149,7 +49,7 @@ def router(port, secrets_file, dev_tls, tls_cert, tls_key):
     """Run the Crossbar router with the project's config (web page at /, WAMP at /ws, RawSocket on the same port)."""
     import os
 
-    from components.routerctl import router_command
+    from components.node.routerctl import router_command
 
     command = router_command(port, secrets_file, tls=tls_files(dev_tls, tls_cert, tls_key))
     os.execv(command[0], command)
@@ -171,8 +71,8 @@ def router(port, secrets_file, dev_tls, tls_cert, tls_key):
 def tracker(**kwargs):
     """Measure this machine (or simulate many) and publish nerve.measure.<host_id> every interval."""
     skip_unused_modules()  # before the imports below load autobahn: a tracker runs on every host, so its memory counts
-    from components.runner import Mesh
-    from components.tracker import Tracker, TrackerConfig, local_host_id
+    from components.mesh.session import Mesh
+    from components.monitor.tracker import Tracker, TrackerConfig, local_host_id
 
     common, own = split_mesh(kwargs)
     role = "simulator" if own["hosts"] else "tracker"
@@ -189,12 +89,12 @@ def tracker(**kwargs):
               show_envvar=True, help="Calls this instance serves at once (the router enforces it).")
 @click.option("--thresholds", envvar="NERVE_THRESHOLDS", default="", show_envvar=True,
               help="Per metric family LOW:HIGH[:hysteresis[:min seconds]], e.g. cpu=25:75,mem=70:90:5:2.")
-@click.option("--extra-work-ms", default=0.0, type=click.FloatRange(0, 10000), help="Extra CPU per call (benchmarks).")
+@click.option("--extra-work-ms", default=0.0, type=click.FloatRange(0, 10000), hidden=True)  # benches: CPU per call
 def analyzer(thresholds, **kwargs):
     """Serve nerve.analyze (shared round robin): levels, mean, p95, trend and anomaly score per metric."""
-    from components.analysis import DEFAULT_THRESHOLDS, parse_thresholds
-    from components.analyzer import Analyzer, AnalyzerConfig
-    from components.runner import Mesh
+    from components.monitor.analysis import DEFAULT_THRESHOLDS, parse_thresholds
+    from components.monitor.analyzer import Analyzer, AnalyzerConfig
+    from components.mesh.session import Mesh
 
     common, own = split_mesh(kwargs)
     try:
@@ -222,13 +122,12 @@ def analyzer(thresholds, **kwargs):
 @click.option("--analysis-events", envvar="NERVE_ANALYSIS_EVENTS", default="subscribed", show_default=True,
               type=click.Choice(["subscribed", "all"]), show_envvar=True,
               help="Publish nerve.analysis.<host> only while someone subscribes to it, or always.")
-@click.option("--analysis-wire", default="packed", show_default=True, type=click.Choice(["packed", "compact", "full"]),
-              help="How nerve.analyze calls travel: each batch as one binary value the router passes on undecoded "
-              "(packed), as lists the router decodes (compact), or with readable results (full, for debugging).")
+# For benches and mixed-version upgrades (docs/architecture.md): how nerve.analyze calls travel.
+@click.option("--analysis-wire", default="packed", type=click.Choice(["packed", "compact", "full"]), hidden=True)
 def orchestrator(**kwargs):
     """Subscribe measurements, farm analysis out to analyzers, publish analysis, alerts and the digest."""
-    from components.orchestrator import Orchestrator, OrchestratorConfig
-    from components.runner import Mesh
+    from components.monitor.orchestrator import Orchestrator, OrchestratorConfig
+    from components.mesh.session import Mesh
 
     common, own = split_mesh(kwargs)
     if common["authid"] is None:
@@ -250,8 +149,8 @@ def print_event(topic, payload):
 @click.option("--on", "topic", required=True, help="Topic, or a prefix ending in '.' (e.g. nerve.alert.).")
 def listen(topic, **kwargs):
     """Print every event on a topic or topic prefix until Ctrl-C."""
-    from components.listen import ListenConfig, Listener
-    from components.runner import Mesh
+    from components.cli.listen import ListenConfig, Listener
+    from components.mesh.session import Mesh
 
     common, _ = split_mesh(kwargs)
     config = checked(ListenConfig, mesh=build_mesh_config("operator", **common), topic=topic)
@@ -263,8 +162,8 @@ def listen(topic, **kwargs):
 @mesh_options("operator")
 def watch(**kwargs):
     """Print live analysis levels and alerts in the terminal."""
-    from components.listen import Watcher, WatchConfig
-    from components.runner import Mesh
+    from components.cli.listen import Watcher, WatchConfig
+    from components.mesh.session import Mesh
 
     common, _ = split_mesh(kwargs)
     config = checked(WatchConfig, mesh=build_mesh_config("operator", **common))
@@ -283,7 +182,7 @@ def alert():
 @click.argument("message")
 def alert_send(topic, message, **kwargs):
     """Publish MESSAGE as one event on TOPIC, acknowledged by the router; exits 1 if refused."""
-    from components.listen import SendConfig, send_once
+    from components.cli.listen import SendConfig, send_once
 
     common, _ = split_mesh(kwargs)
     config = checked(SendConfig, mesh=build_mesh_config("operator", **common), topic=topic, message=message)
@@ -295,7 +194,7 @@ def alert_send(topic, message, **kwargs):
 @click.argument("target")
 def run_module(target, **kwargs):
     """Run TARGET (a module name or .py file of @on/@procedure/@every functions) as a component."""
-    from components.runner import ComponentConfig, load_module
+    from components.mesh.runner import ComponentConfig, load_module
 
     common, _ = split_mesh(kwargs)
     config = ComponentConfig(mesh=build_mesh_config("component", **common))
@@ -319,12 +218,5 @@ def credential(role, authid, secrets_file):
     click.echo(credentials.ticket_for(role_secrets[role], authid))
 
 
-def _add_tsp_commands():
-    # Imported late: tsp_cli builds on the helpers above.
-    from components.tsp_cli import compute, solver, tsp
-
-    for command in (compute, solver, tsp):
-        main.add_command(command)
-
-
-_add_tsp_commands()
+for command in (compute, solver, tsp):
+    main.add_command(command)

@@ -10,11 +10,11 @@ from twisted.internet import defer, reactor, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from components.config import MeshConfig, uri_safe
-from components.decorators import every, procedure
-from components.errors import ConfigError, InvalidArgument, NotFound
-from components.tsp import Problem, anneal, check_cities, check_tour
-from components.tsp import problem_id as problem_id_of
+from components.mesh.config import MeshConfig, uri_safe
+from components.mesh.decorators import every, procedure
+from components.mesh.errors import ConfigError, InvalidArgument, NotFound
+from components.tsp.core import Problem, anneal, check_cities, check_tour
+from components.tsp.core import problem_id as problem_id_of
 
 log = Logger(namespace="nerve.compute")
 ANNEAL_URI = "nerve.tsp.anneal"

@@ -17,14 +17,14 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from components.analysis import describe_compact, pack_batch, unpack_batch
-from components.config import MeshConfig
-from components.decorators import every, on, on_join, procedure
-from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
-from components.gc_pauses import collection_stats
-from components.interest import TopicInterest
-from components.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, family_of, validate_measure
-from components.window import SampleWindow, as_sample
+from components.monitor.analysis import describe_compact, pack_batch, unpack_batch
+from components.mesh.config import MeshConfig
+from components.mesh.decorators import every, on, on_join, procedure
+from components.mesh.errors import ConfigError, InvalidArgument, NotFound, Unavailable
+from components.mesh.collector import collection_stats
+from components.monitor.interest import TopicInterest
+from components.monitor.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, family_of, validate_measure
+from components.monitor.window import SampleWindow, as_sample
 
 log = Logger(namespace="nerve.orchestrator")
 

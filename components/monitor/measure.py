@@ -4,13 +4,17 @@ import math
 import re
 import sys
 
-from components.errors import InvalidArgument
+from components.mesh.errors import InvalidArgument
 
 MEASURE_TOPIC_PREFIX = "nerve.measure."
 HOST_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 MAX_METRICS = 512
 MAX_FUTURE_SECONDS = 60.0
 MAX_AGE_SECONDS = 24 * 3600.0
+# A seq past 2**53 has no exact double (JavaScript dashboards) and would poison gap counts; an interval outside
+# these bounds makes a host never go stale, or stale between every two samples.
+MAX_SEQ = 2**53
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
 
 # One entry per metric family. A metric name is the family, or family.instance for
 # per-core / per-mount series ("cpu_core.3", "disk_used.root").
@@ -74,7 +78,7 @@ def validate_measure(event, now, topic=None):
         host_id, seq, ts, interval, metrics = (event.get("host_id"), event.get("seq"), event.get("ts"), event.get("interval"),
                                                event.get("metrics"))
         if (type(host_id) is str and type(seq) is int and type(ts) is float and type(interval) is float
-                and type(metrics) is dict and seq >= 0 and 0 < interval <= sys.float_info.max
+                and type(metrics) is dict and 0 <= seq <= MAX_SEQ and MIN_INTERVAL <= interval <= MAX_INTERVAL
                 and now - MAX_AGE_SECONDS <= ts <= now + MAX_FUTURE_SECONDS and 0 < len(metrics) <= MAX_METRICS
                 and (topic is None or topic == MEASURE_TOPIC_PREFIX + host_id) and HOST_ID_PATTERN.match(host_id)):
             cached = _bounds_by_name.get
@@ -104,10 +108,11 @@ def _validate_fully(event, now, topic):
         raise InvalidArgument(f"measurement field 'host_id': {host_id!r:.70} is not URI-safe (1-64 of a-z 0-9 _ -)")
     if topic is not None and topic != measure_topic(host_id):
         raise InvalidArgument(f"measurement for host '{host_id}' arrived on topic {topic!r}")
-    if event["seq"] < 0:
-        raise InvalidArgument(f"measurement field 'seq' must be >= 0, got {event['seq']}")
-    if event["interval"] <= 0:
-        raise InvalidArgument(f"measurement field 'interval' must be > 0, got {event['interval']}")
+    if not 0 <= event["seq"] <= MAX_SEQ:
+        raise InvalidArgument(f"measurement field 'seq' must be from 0 to 2**53, got {event['seq']}")
+    if not MIN_INTERVAL <= event["interval"] <= MAX_INTERVAL:
+        raise InvalidArgument(f"measurement field 'interval' must be from {MIN_INTERVAL} to {MAX_INTERVAL:.0f} seconds, "
+                              f"got {event['interval']}")
     ts = event["ts"]
     if ts > now + MAX_FUTURE_SECONDS or ts < now - MAX_AGE_SECONDS:
         raise InvalidArgument(f"measurement field 'ts': {ts} is {ts - now:+.0f} s from now, outside the accepted range")

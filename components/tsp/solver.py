@@ -16,10 +16,10 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 
-from components.config import MeshConfig
-from components.decorators import procedure
-from components.errors import ConfigError, InvalidArgument, NotFound, Unavailable
-from components.tsp import Problem, check_cities, check_tour, nearest_neighbour_tour, parse_tsplib, tour_length
+from components.mesh.config import MeshConfig
+from components.mesh.decorators import procedure
+from components.mesh.errors import ConfigError, InvalidArgument, NotFound, Unavailable
+from components.tsp.core import Problem, check_cities, check_tour, nearest_neighbour_tour, parse_tsplib, tour_length
 
 log = Logger(namespace="nerve.solver")
 SOLVE_URI = "nerve.tsp.solve"

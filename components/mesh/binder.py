@@ -1,0 +1,88 @@
+"""Binding decorated functions to a joined session: subscribe, register, start timers; unbind on leave."""
+
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import RegisterOptions, SubscribeOptions
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from components.mesh.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve
+from components.mesh.handlers import call_handler, event_handler, invoker
+
+log = Logger(namespace="nerve")
+
+
+def transport_of(session):
+    """The Twisted transport under a joined session (a TCP connection, or TLS over one), or None."""
+    return getattr(session.transport, "transport", None)
+
+
+class Binder:
+    """Binds the decorated functions of targets to each new session and unbinds timers on leave."""
+
+    def __init__(self, targets, mesh, on_transport=None):
+        self.bindings = bindings_of(*targets)
+        self.on_transport = on_transport  # called with each new session's Twisted transport (to tune the connection)
+        self.mesh = mesh
+        self.timers = []
+        self.joined = defer.Deferred()
+        self.join_hooks = [func for func, binding in self.bindings if isinstance(binding, OnJoin)]
+
+    def start_offline_timers(self):
+        """Start the timers that run whether or not a session is joined."""
+        for func, binding in self.bindings:
+            if isinstance(binding, Every) and binding.offline:
+                timer = task.LoopingCall(self._tick, invoker(func, self.mesh), func.__name__)
+                timer.start(resolve(binding.seconds, self.mesh.config), now=binding.now)
+
+    @defer.inlineCallbacks
+    def on_join(self, session, details):
+        """Subscribe, register and start timers for every binding."""
+        self.mesh.session = session
+        if self.on_transport is not None:
+            self.on_transport(transport_of(session))
+        for func, binding in self.bindings:
+            try:
+                yield self._bind(session, func, binding)
+            except ApplicationError as error:
+                log.error("cannot bind {name} to {binding}: {error}", name=func.__name__, binding=binding, error=error)
+        for hook in self.join_hooks:
+            # Hooks run after binding, so what they start can already use the session's subscriptions.
+            self._tick(invoker(hook, self.mesh), hook.__name__)
+        log.info("joined realm {realm} as {authid} ({role}), {n} bindings",
+                 realm=details.realm, authid=details.authid, role=details.authrole, n=len(self.bindings))
+        if not self.joined.called:
+            self.joined.callback(session)
+
+    def _bind(self, session, func, binding):
+        config = self.mesh.config
+        if isinstance(binding, OnEvent):
+            options = SubscribeOptions(match=resolve(binding.match, config), details_arg="details")
+            return session.subscribe(event_handler(func, self.mesh), resolve(binding.topic, config), options=options)
+        if isinstance(binding, Procedure):
+            concurrency = resolve(binding.concurrency, config)
+            options = RegisterOptions(invoke=binding.invoke, concurrency=concurrency, details_arg="details")
+            uri = resolve(binding.uri, config)
+            return session.register(call_handler(func, self.mesh, uri), uri, options=options)
+        if isinstance(binding, OnJoin) or (isinstance(binding, Every) and binding.offline):
+            return defer.succeed(None)
+        if isinstance(binding, Every):
+            invoke = invoker(func, self.mesh)
+            timer = task.LoopingCall(self._tick, invoke, func.__name__)
+            self.timers.append(timer)
+            timer.start(resolve(binding.seconds, config), now=binding.now)
+            return defer.succeed(None)
+        raise TypeError(f"unknown binding {binding!r}")
+
+    @staticmethod
+    def _tick(invoke, name):
+        # A failing tick is logged and the timer keeps running: one bad round must not stop a component.
+        result = defer.maybeDeferred(invoke, (), {}, None)
+        return result.addErrback(lambda failure: log.failure("periodic {name} failed", failure, name=name))
+
+    def on_leave(self, session, details):
+        """Stop the timers; they restart on the next join."""
+        for timer in self.timers:
+            if timer.running:
+                timer.stop()
+        self.timers = []
+        self.mesh.session = None
