@@ -6,8 +6,7 @@ summary on `app.alerts.summary` every five seconds.
 
 from collections import Counter
 
-from components.mesh.decorators import every, on, procedure
-from components.mesh.errors import InvalidArgument
+from components import InvalidArgument, every, on, procedure
 
 alerts_by_host = Counter()
 

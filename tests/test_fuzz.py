@@ -14,7 +14,7 @@ from components.monitor.measure import validate_measure
 from components.monitor.orchestrator import Orchestrator, OrchestratorConfig
 from components.mesh.handlers import event_handler
 from components.mesh.session import Mesh
-from tests.test_orchestrator import RecordingMesh
+from components.testing import FakeMesh
 
 FUZZ = settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 NOW = time.time()
@@ -43,7 +43,7 @@ class Topic:
 
 def fresh_orchestrator():
     config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"))
-    orchestrator = Orchestrator(config, RecordingMesh(), scheduler=_NoScheduler())
+    orchestrator = Orchestrator(config, FakeMesh(config).mesh, scheduler=_NoScheduler())
     return orchestrator
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import msgpack
 import pytest
 from autobahn.wamp.exception import ApplicationError
-from twisted.internet import defer, task
+from twisted.internet import task
 
 from components.monitor.analysis import analyze_batch, pack_batch, unpack_batch
 from components.monitor.analyzer import Analyzer, AnalyzerConfig
@@ -17,33 +17,9 @@ from components.mesh.config import MeshConfig
 from components.monitor.interest import TopicInterest, wildcard_matches
 from components.mesh.errors import ConfigError, InvalidArgument, NotFound
 from components.monitor.orchestrator import MAX_CALL_BYTES, PACKED_REFUSED_SECONDS, Orchestrator, OrchestratorConfig
+from components.testing import FakeMesh
 from components.testing.live import measurement
 from components.monitor.window import as_sample
-
-
-class RecordingMesh:
-    """Stands in for the session in unit tests: records publishes, hands out call Deferreds to resolve."""
-
-    connected = True
-
-    def __init__(self):
-        self.published = []
-        self.calls, self.wire = [], []
-        self.dropped, self.errors = {}, {}
-
-    def publish(self, topic, payload, **options):
-        self.published.append((topic, payload))
-
-    def call(self, uri, *args, **kwargs):
-        pending = defer.Deferred()
-        self.wire.append((args, kwargs))
-        # Tests read the hosts of a call as plain samples; a packed batch is unpacked and its sample rows
-        # turned into dicts here, what travelled stays in `wire`.
-        self.calls.append((uri, tuple(opened(a) for a in args), pending))
-        return pending
-
-    def topics(self, prefix):
-        return [payload for topic, payload in self.published if topic.startswith(prefix)]
 
 
 def opened(hosts):
@@ -51,6 +27,11 @@ def opened(hosts):
     if not isinstance(hosts, bytes):
         return hosts
     return [dict(host, samples=[as_sample(row) for row in host["samples"]]) for host in unpack_batch(hosts)]
+
+
+def hosts_of(call):
+    """The hosts of a nerve.analyze call as plain samples; what travelled stays in call.args."""
+    return opened(call.args[0])
 
 
 def pending_seqs(orchestrator, host_id):
@@ -73,115 +54,125 @@ def clock():
     return fake
 
 
+def on_fake_mesh(clock, **settings):
+    """An orchestrator timed by the test's clock, and the FakeMesh it publishes and calls through."""
+    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), **settings)
+    fake = FakeMesh(config)
+    return Orchestrator(config, fake.mesh, clock=clock.seconds, scheduler=clock), fake
+
+
 @pytest.fixture
-def orchestrator(clock):
-    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), batch_size=2, max_pending=5)
-    orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+def orchestrator_and_fake(clock):
+    orchestrator, fake = on_fake_mesh(clock, batch_size=2, max_pending=5)
     orchestrator.active = True
-    return orchestrator
+    return orchestrator, fake
+
+
+@pytest.fixture
+def pipeline(orchestrator_and_fake):
+    """An active Orchestrator object on a FakeMesh (not the conftest's orchestrator process)."""
+    return orchestrator_and_fake[0]
+
+
+@pytest.fixture
+def fake(orchestrator_and_fake):
+    return orchestrator_and_fake[1]
 
 
 def feed(orchestrator, clock, host_id, seq, cpu=10.0, run="r1"):
     orchestrator.on_measure(measurement(host_id, seq, {"cpu": cpu}, ts=clock.seconds(), run=run))
 
 
-def test_duplicates_are_dropped_and_gaps_counted(orchestrator, clock):
+def test_duplicates_are_dropped_and_gaps_counted(pipeline, clock):
     for seq in (1, 2, 2, 5):
-        feed(orchestrator, clock, "h1", seq)
+        feed(pipeline, clock, "h1", seq)
         clock.advance(0.001)  # within the batch delay: nothing dispatched yet
-    assert orchestrator.stats["duplicates"] == 1 and orchestrator.stats["gaps"] == 2
-    assert pending_seqs(orchestrator, "h1") == [1, 2, 5]
-    feed(orchestrator, clock, "h1", 1, run="r2")  # a restarted tracker starts again at 1
-    assert orchestrator.hosts["h1"].last_seq == 1 and orchestrator.stats["duplicates"] == 1
+    assert pipeline.stats["duplicates"] == 1 and pipeline.stats["gaps"] == 2
+    assert pending_seqs(pipeline, "h1") == [1, 2, 5]
+    feed(pipeline, clock, "h1", 1, run="r2")  # a restarted tracker starts again at 1
+    assert pipeline.hosts["h1"].last_seq == 1 and pipeline.stats["duplicates"] == 1
 
 
-def test_invalid_measurement_raises_and_leaves_the_window_untouched(orchestrator, clock):
-    feed(orchestrator, clock, "h1", 1)
+def test_invalid_measurement_raises_and_leaves_the_window_untouched(pipeline, clock):
+    feed(pipeline, clock, "h1", 1)
     with pytest.raises(InvalidArgument):
-        orchestrator.on_measure(measurement("h1", 2, {"cpu": float("nan")}, ts=clock.seconds()))
-    assert [s["seq"] for s in orchestrator.hosts["h1"].window.samples()] == [1]
+        pipeline.on_measure(measurement("h1", 2, {"cpu": float("nan")}, ts=clock.seconds()))
+    assert [s["seq"] for s in pipeline.hosts["h1"].window.samples()] == [1]
 
 
-def test_windows_give_back_what_came_in_and_the_garbage_collector_never_walks_them(orchestrator, clock):
+def test_windows_give_back_what_came_in_and_the_garbage_collector_never_walks_them(pipeline, clock):
     # Minutes of samples of thousands of hosts: as tracked containers a full collection stopped the process ~1 s.
     for seq in (1, 2, 3):
-        orchestrator.on_measure(measurement("h1", seq, {"cpu": 10.0 * seq, "procs": 300 + seq}, ts=clock.seconds()))
+        pipeline.on_measure(measurement("h1", seq, {"cpu": 10.0 * seq, "procs": 300 + seq}, ts=clock.seconds()))
         clock.advance(1)
     gc.collect()
     gc.collect()  # a tuple is untracked once the collector has seen its items untracked
-    window = orchestrator.hosts["h1"].window
+    window = pipeline.hosts["h1"].window
     assert len(window) == 3 and not any(gc.is_tracked(entry) for entry in window.entries)
     assert window.samples(since=clock.seconds() - 2.5) == [{"seq": 2, "ts": clock.seconds() - 2, "metrics": {"cpu": 20.0, "procs": 302}},
                                                           {"seq": 3, "ts": clock.seconds() - 1, "metrics": {"cpu": 30.0, "procs": 303}}]
-    clock.advance(orchestrator.config.window)
-    feed(orchestrator, clock, "h1", 4)
+    clock.advance(pipeline.config.window)
+    feed(pipeline, clock, "h1", 4)
     assert [s["seq"] for s in window.samples()] == [4]
 
 
-def test_due_hosts_are_batched_and_results_published(orchestrator, clock):
+def test_due_hosts_are_batched_and_results_published(pipeline, fake, clock):
     for host_id in ("a", "b", "c"):
-        feed(orchestrator, clock, host_id, 1, cpu=90.0)
+        feed(pipeline, clock, host_id, 1, cpu=90.0)
     clock.advance(0.1)
-    mesh = orchestrator.mesh
-    assert [len(args[0]) for _, args, _ in mesh.calls] == [2, 1]
+    assert [len(hosts_of(call)) for call in fake.calls_made] == [2, 1]
     change = {"metric": "cpu", "previous": "LOW", "level": "HIGH", "ts": clock.seconds(), "seq": 1, "value": 90.0}
-    for _, args, pending in mesh.calls:
-        pending.callback(analysed(args[0], "HIGH", [change]))
-    assert sorted(p["host_id"] for p in mesh.topics("nerve.analysis.")) == ["a", "b", "c"]
-    assert [(a["host_id"], a["previous"], a["level"]) for a in mesh.topics("nerve.alert.")][0] == ("a", "LOW", "HIGH")
-    orchestrator.publish_digest()
-    digest = mesh.topics("nerve.digest")[-1]
+    for call in fake.calls_made:
+        call.result.callback(analysed(hosts_of(call), "HIGH", [change]))
+    assert sorted(p["host_id"] for p in fake.published_on("nerve.analysis.")) == ["a", "b", "c"]
+    assert [(a["host_id"], a["previous"], a["level"]) for a in fake.published_on("nerve.alert.")][0] == ("a", "LOW", "HIGH")
+    pipeline.publish_digest()
+    digest = fake.published_on("nerve.digest")[-1]
     assert digest["hosts"]["a"]["level"] == "HIGH" and digest["hosts"]["a"]["cpu"] == 90.0
 
 
-def test_the_digest_carries_a_host_when_its_sample_or_level_changes_not_when_an_analysis_repeats(orchestrator, clock):
-    mesh = orchestrator.mesh
-
+def test_the_digest_carries_a_host_when_its_sample_or_level_changes_not_when_an_analysis_repeats(pipeline, fake, clock):
     def digest_after(step):
         step()
-        orchestrator.publish_digest()
-        return sorted(mesh.topics("nerve.digest")[-1]["hosts"])
+        pipeline.publish_digest()
+        return sorted(fake.published_on("nerve.digest")[-1]["hosts"])
 
     def answer(level):
-        for _, args, pending in mesh.calls:
-            if not pending.called:
-                pending.callback(analysed(args[0], level))
+        answer_all(fake, lambda hosts: analysed(hosts, level))
 
-    assert digest_after(lambda: (feed(orchestrator, clock, "a", 1), clock.advance(0.1))) == ["a"]
+    assert digest_after(lambda: (feed(pipeline, clock, "a", 1), clock.advance(0.1))) == ["a"]
     assert digest_after(lambda: answer("LOW")) == ["a"]  # its first level
     assert digest_after(lambda: None) == []
-    assert digest_after(lambda: (feed(orchestrator, clock, "a", 2), clock.advance(0.1))) == ["a"]
+    assert digest_after(lambda: (feed(pipeline, clock, "a", 2), clock.advance(0.1))) == ["a"]
     assert digest_after(lambda: answer("LOW")) == [], "the same level again is not news"
-    assert digest_after(lambda: (feed(orchestrator, clock, "a", 3), clock.advance(0.1))) == ["a"]
+    assert digest_after(lambda: (feed(pipeline, clock, "a", 3), clock.advance(0.1))) == ["a"]
     assert digest_after(lambda: answer("HIGH")) == ["a"]
-    assert mesh.topics("nerve.digest")[-1]["hosts"]["a"]["level"] == "HIGH"
+    assert fake.published_on("nerve.digest")[-1]["hosts"]["a"]["level"] == "HIGH"
 
 
-def sizes_of_calls(mesh, since=0):
+def sizes_of_calls(fake, since=0):
     """Hosts per nerve.analyze call, in the order sent."""
-    return [len(args[0]) for _, args, _ in mesh.calls[since:]]
+    return [len(hosts_of(call)) for call in fake.calls_made[since:]]
 
 
 def test_a_backlog_is_spread_over_the_proven_slots_and_a_probe_stays_small(clock):
-    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), batch_size=2, max_batch_size=5, max_in_flight=3)
-    orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+    orchestrator, fake = on_fake_mesh(clock, batch_size=2, max_batch_size=5, max_in_flight=3)
     orchestrator.active = True
-    mesh = orchestrator.mesh
     for host_id in ("a", "b", "c"):
         feed(orchestrator, clock, host_id, 1)
     clock.advance(0.1)
-    assert sizes_of_calls(mesh) == [2, 1], "within what the slots take at batch_size, batches stay small"
-    for _, args, pending in list(mesh.calls):
-        pending.callback(analysed(args[0]))
+    assert sizes_of_calls(fake) == [2, 1], "within what the slots take at batch_size, batches stay small"
+    for call in list(fake.calls_made):
+        call.result.callback(analysed(hosts_of(call)))
     assert orchestrator.proven_slots == 2
     # 12 hosts due, 3 slots of which 2 proven: 2 + 2 would leave 8 waiting a whole round trip; the proven
     # slots take up to max_batch_size each, the unproven third slot only batch_size.
     for index in range(12):
         feed(orchestrator, clock, f"h{index}", 1)
     clock.advance(0.1)
-    assert sizes_of_calls(mesh, 2) == [5, 5, 2]
+    assert sizes_of_calls(fake, 2) == [5, 5, 2]
     # The probe is refused: it cost 2 hosts' serialisation, and they go back to wait for a slot.
-    mesh.calls[-1][2].errback(ApplicationError("crossbar.error.max_concurrency_reached", "busy"))
+    fake.calls_made[-1].result.errback(ApplicationError("crossbar.error.max_concurrency_reached", "busy"))
     assert orchestrator.capacity == 2.0 and orchestrator.proven_slots == 2
     assert sum(1 for host in orchestrator.hosts.values() if host.pending and not host.in_flight) == 2
 
@@ -189,22 +180,21 @@ def test_a_backlog_is_spread_over_the_proven_slots_and_a_probe_stays_small(clock
 def test_a_call_stays_under_the_router_message_limit_whatever_the_backlog(clock):
     # After an analyzer outage every host holds many samples; one call of them all would exceed the router's
     # max_message_size, and Autobahn would refuse to send it at all.
-    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), batch_size=2, max_batch_size=5000, max_pending=600,
-                                max_in_flight=1)
-    orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+    orchestrator, fake = on_fake_mesh(clock, batch_size=2, max_batch_size=5000, max_pending=600, max_in_flight=1)
     metrics = dict({f"cpu_core.{core}": 1.0 for core in range(300)}, cpu=1.0)
     for seq in range(1, 41):
         for index in range(40):
             orchestrator.on_measure(measurement(f"h{index}", seq, metrics, ts=clock.seconds()))
         clock.advance(0.001)
-    orchestrator.active, mesh, sizes = True, orchestrator.mesh, []
+    orchestrator.active, sizes = True, []
     while orchestrator.due:
+        sent = len(fake.calls_made)
         orchestrator.dispatch()
-        calls, mesh.calls = mesh.calls, []
+        calls = fake.calls_made[sent:]
         assert calls, "due hosts but nothing sent"
-        for _, args, pending in calls:
-            sizes.append(len(msgpack.packb(args[0])))
-            pending.callback(analysed(args[0]))
+        for call in calls:
+            sizes.append(len(msgpack.packb(hosts_of(call))))
+            call.result.callback(analysed(hosts_of(call)))
     assert sum(orchestrator.stats[key] for key in ("gaps", "coalesced")) == 0
     assert len(sizes) > 1 and max(sizes) < MAX_CALL_BYTES, sizes
 
@@ -220,170 +210,170 @@ def test_max_batch_size_below_the_batch_size_is_refused():
         OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), batch_size=100, max_batch_size=50)
 
 
-def test_backpressure_restores_work_and_loses_no_sample(orchestrator, clock):
-    feed(orchestrator, clock, "h1", 1)
+def test_backpressure_restores_work_and_loses_no_sample(pipeline, fake, clock):
+    feed(pipeline, clock, "h1", 1)
     clock.advance(0.1)
-    mesh = orchestrator.mesh
-    _, _, first = mesh.calls[0]
-    feed(orchestrator, clock, "h1", 2)  # arrives while the call is in flight
+    first = fake.calls_made[0].result
+    feed(pipeline, clock, "h1", 2)  # arrives while the call is in flight
     first.errback(ApplicationError("crossbar.error.max_concurrency_reached", "busy"))
-    assert orchestrator.stats["backpressure"] == 1
-    assert pending_seqs(orchestrator, "h1") == [1, 2]
+    assert pipeline.stats["backpressure"] == 1
+    assert pending_seqs(pipeline, "h1") == [1, 2]
     clock.advance(0.01)
-    assert len(mesh.calls) == 1, "retried before the backoff elapsed"
+    assert len(fake.calls_made) == 1, "retried before the backoff elapsed"
     clock.advance(1.0)
-    _, args, second = mesh.calls[1]
-    assert [s["seq"] for s in args[0][0]["samples"]] == [1, 2]
-    second.callback(analysed(args[0]))
-    assert mesh.topics("nerve.analysis.h1")[-1]["seq"] == 2
+    second = fake.calls_made[1]
+    assert [s["seq"] for s in hosts_of(second)[0]["samples"]] == [1, 2]
+    second.result.callback(analysed(hosts_of(second)))
+    assert fake.published_on("nerve.analysis.h1")[-1]["seq"] == 2
 
 
-def test_work_held_through_an_analyzer_outage_is_the_windows_rows_and_untracked_by_the_collector(orchestrator, clock):
+def test_work_held_through_an_analyzer_outage_is_the_windows_rows_and_untracked_by_the_collector(pipeline, clock):
     # Ten minutes of pending samples at 4,000 hosts were ~2.4 GB of dicts the collector walked; now a list slot each.
-    orchestrator.mesh.connected = False
+    pipeline.mesh.connected = False
     for seq in range(1, 6):
-        feed(orchestrator, clock, "h1", seq, cpu=float(seq))
+        feed(pipeline, clock, "h1", seq, cpu=float(seq))
         clock.advance(1)
-    host = orchestrator.hosts["h1"]
+    host = pipeline.hosts["h1"]
     assert all(row is entry for row, entry in zip(host.pending, host.window.entries))
     gc.collect()
     assert not any(gc.is_tracked(row) for row in host.pending)
     assert [as_sample(row)["metrics"] for row in host.pending] == [{"cpu": float(seq)} for seq in range(1, 6)]
 
 
-def test_pending_work_per_host_is_bounded_newest_wins(orchestrator, clock):
-    orchestrator.mesh.connected = False  # nothing can be sent: work piles up on the host
+def test_pending_work_per_host_is_bounded_newest_wins(pipeline, clock):
+    pipeline.mesh.connected = False  # nothing can be sent: work piles up on the host
     for seq in range(1, 9):
-        feed(orchestrator, clock, "h1", seq)
+        feed(pipeline, clock, "h1", seq)
         clock.advance(1)
-    assert pending_seqs(orchestrator, "h1") == [4, 5, 6, 7, 8]
-    assert orchestrator.stats["coalesced"] == 3
+    assert pending_seqs(pipeline, "h1") == [4, 5, 6, 7, 8]
+    assert pipeline.stats["coalesced"] == 3
 
 
-def test_callee_lost_mid_call_is_retried(orchestrator, clock):
-    feed(orchestrator, clock, "h1", 1)
+def test_callee_lost_mid_call_is_retried(pipeline, fake, clock):
+    feed(pipeline, clock, "h1", 1)
     clock.advance(0.1)
-    orchestrator.mesh.calls[0][2].errback(ApplicationError("wamp.error.canceled", "callee disconnected"))
+    fake.calls_made[0].result.errback(ApplicationError("wamp.error.canceled", "callee disconnected"))
     clock.advance(0.1)
-    assert len(orchestrator.mesh.calls) == 2 and orchestrator.stats["retries"] == 1
+    assert len(fake.calls_made) == 2 and pipeline.stats["retries"] == 1
 
 
-def test_history_and_snapshot(orchestrator, clock):
-    feed(orchestrator, clock, "h1", 1)
+def test_history_and_snapshot(pipeline, clock):
+    feed(pipeline, clock, "h1", 1)
     clock.advance(1)
-    feed(orchestrator, clock, "h1", 2)
-    assert [s["seq"] for s in orchestrator.history("h1")["samples"]] == [1, 2]
-    assert [s["seq"] for s in orchestrator.history("h1", since=clock.seconds() - 0.5)["samples"]] == [2]
+    feed(pipeline, clock, "h1", 2)
+    assert [s["seq"] for s in pipeline.history("h1")["samples"]] == [1, 2]
+    assert [s["seq"] for s in pipeline.history("h1", since=clock.seconds() - 0.5)["samples"]] == [2]
     with pytest.raises(NotFound, match="nope"):
-        orchestrator.history("nope")
+        pipeline.history("nope")
     with pytest.raises(InvalidArgument, match="host_id"):
-        orchestrator.history(42)
-    snapshot = orchestrator.snapshot()
+        pipeline.history(42)
+    snapshot = pipeline.snapshot()
     assert snapshot["hosts"]["h1"]["seq"] == 2 and snapshot["schema"]["measure"]["mem"]["unit"] == "%"
     clock.advance(60)
-    assert orchestrator.snapshot()["hosts"]["h1"]["stale"] is True
+    assert pipeline.snapshot()["hosts"]["h1"]["stale"] is True
 
 
-def test_snapshot_carries_recent_values_for_sparklines_only_when_asked(orchestrator, clock):
+def test_snapshot_carries_recent_values_for_sparklines_only_when_asked(pipeline, clock):
     for seq, cpu in enumerate((5.0, 6.0, 7.0, 8.0), start=1):
-        feed(orchestrator, clock, "h1", seq, cpu=cpu)
+        feed(pipeline, clock, "h1", seq, cpu=cpu)
         clock.advance(1)
-    orchestrator.on_measure(measurement("h1", 5, {"mem": 40.0}, ts=clock.seconds(), run="r1"))  # no cpu in this one
-    assert "recent" not in orchestrator.snapshot()["hosts"]["h1"]
-    assert orchestrator.snapshot(recent=3)["hosts"]["h1"]["recent"] == [7.0, 8.0]
-    assert orchestrator.snapshot(recent=60)["hosts"]["h1"]["recent"] == [5.0, 6.0, 7.0, 8.0]
-    assert orchestrator.snapshot(recent=60, metric="mem")["hosts"]["h1"]["recent"] == [40.0]
+    pipeline.on_measure(measurement("h1", 5, {"mem": 40.0}, ts=clock.seconds(), run="r1"))  # no cpu in this one
+    assert "recent" not in pipeline.snapshot()["hosts"]["h1"]
+    assert pipeline.snapshot(recent=3)["hosts"]["h1"]["recent"] == [7.0, 8.0]
+    assert pipeline.snapshot(recent=60)["hosts"]["h1"]["recent"] == [5.0, 6.0, 7.0, 8.0]
+    assert pipeline.snapshot(recent=60, metric="mem")["hosts"]["h1"]["recent"] == [40.0]
     for bad in (-1, 601, 2.5, True, "60"):
         with pytest.raises(InvalidArgument, match="recent must be a whole number of samples from 0 to 600"):
-            orchestrator.snapshot(recent=bad)
+            pipeline.snapshot(recent=bad)
     with pytest.raises(InvalidArgument, match="metric must be a metric of the measurement schema"):
-        orchestrator.snapshot(recent=5, metric="nope")
+        pipeline.snapshot(recent=5, metric="nope")
 
 
-def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did(orchestrator, clock):
-    orchestrator.active = False
+def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did(pipeline, fake, clock):
+    pipeline.active = False
     for seq in (1, 2, 3):
-        feed(orchestrator, clock, "h1", seq)
+        feed(pipeline, clock, "h1", seq)
         clock.advance(1)
-    orchestrator.publish_digest()
-    assert orchestrator.mesh.calls == [] and orchestrator.mesh.published == []
-    done = orchestrator.hosts["h1"].window.samples()[1]
-    orchestrator.follow_analysed({"hosts": {"h1": [2, done["ts"], "LOW"], "unknown": [1, 1.0, "HIGH"]}})
-    assert pending_seqs(orchestrator, "h1") == [3]
-    assert orchestrator.snapshot()["hosts"]["h1"]["level"] == "LOW"
+    pipeline.publish_digest()
+    assert fake.calls_made == [] and fake.published == []
+    done = pipeline.hosts["h1"].window.samples()[1]
+    pipeline.follow_analysed({"hosts": {"h1": [2, done["ts"], "LOW"], "unknown": [1, 1.0, "HIGH"]}})
+    assert pending_seqs(pipeline, "h1") == [3]
+    assert pipeline.snapshot()["hosts"]["h1"]["level"] == "LOW"
 
 
 @pytest.mark.parametrize("hosts", [[], b"\xc1 is no MessagePack", pack_batch({"h1": {}}), pack_batch([]), {"h1": {}}])
-def test_a_malformed_analyzer_answer_puts_the_samples_back(orchestrator, clock, hosts):
-    feed(orchestrator, clock, "h1", 1)
+def test_a_malformed_analyzer_answer_puts_the_samples_back(pipeline, fake, clock, hosts):
+    feed(pipeline, clock, "h1", 1)
     clock.advance(0.1)
-    orchestrator.mesh.calls[0][2].callback({"analyzer": "broken", "hosts": hosts})
-    assert orchestrator.stats["retries"] == 1
-    assert pending_seqs(orchestrator, "h1") == [1]
-    assert orchestrator.in_flight_calls == 0 and not orchestrator.hosts["h1"].in_flight
+    fake.calls_made[0].result.callback({"analyzer": "broken", "hosts": hosts})
+    assert pipeline.stats["retries"] == 1
+    assert pending_seqs(pipeline, "h1") == [1]
+    assert pipeline.in_flight_calls == 0 and not pipeline.hosts["h1"].in_flight
 
 
-def test_the_due_set_follows_every_change_of_pending_work_and_calls_in_flight(orchestrator, clock):
+def test_the_due_set_follows_every_change_of_pending_work_and_calls_in_flight(pipeline, fake, clock):
     def assert_due(*expected):
-        truth = [h.host_id for h in orchestrator.hosts.values() if h.pending and not h.in_flight]
-        assert sorted(orchestrator.due) == sorted(truth) == sorted(expected)
+        truth = [h.host_id for h in pipeline.hosts.values() if h.pending and not h.in_flight]
+        assert sorted(pipeline.due) == sorted(truth) == sorted(expected)
 
-    feed(orchestrator, clock, "a", 1)
-    feed(orchestrator, clock, "b", 1)
+    feed(pipeline, clock, "a", 1)
+    feed(pipeline, clock, "b", 1)
     assert_due("a", "b")
     clock.advance(0.1)  # dispatch: both in flight
     assert_due()
-    feed(orchestrator, clock, "a", 2)  # a newer sample waits behind the call
+    feed(pipeline, clock, "a", 2)  # a newer sample waits behind the call
     assert_due()
-    orchestrator.mesh.calls[0][2].callback(analysed(orchestrator.mesh.calls[0][1][0]))
+    first = fake.calls_made[0]
+    first.result.callback(analysed(hosts_of(first)))
     assert_due("a")
     clock.advance(0.1)
-    orchestrator.mesh.calls[1][2].errback(ApplicationError("wamp.error.canceled", "callee disconnected"))
+    fake.calls_made[1].result.errback(ApplicationError("wamp.error.canceled", "callee disconnected"))
     assert_due("a")  # the failed call's samples are back
-    orchestrator.active = False  # a standby drops what the active orchestrator analysed
-    orchestrator.follow_analysed({"hosts": {"a": [2, orchestrator.hosts["a"].pending[-1][1], "LOW"]}})
+    pipeline.active = False  # a standby drops what the active orchestrator analysed
+    pipeline.follow_analysed({"hosts": {"a": [2, pipeline.hosts["a"].pending[-1][1], "LOW"]}})
     assert_due()
 
 
-def answer_all(orchestrator, respond=analysed):
-    for _, args, pending in orchestrator.mesh.calls:
-        if not pending.called:
-            pending.callback(respond(args[0]))
+def answer_all(fake, respond=analysed):
+    """Answer every call still waiting with respond(its hosts)."""
+    for call in fake.calls_made:
+        if not call.result.called:
+            call.result.callback(respond(hosts_of(call)))
 
 
-def test_analysis_events_go_only_to_hosts_someone_watches(orchestrator, clock):
-    mesh, interest = orchestrator.mesh, orchestrator.interest
+def test_analysis_events_go_only_to_hosts_someone_watches(pipeline, fake, clock):
+    interest = pipeline.interest
     interest.loaded = True
     interest.add({"id": 7, "uri": "nerve.analysis.a", "match": "exact"})
     for host_id in ("a", "b", "c"):
-        feed(orchestrator, clock, host_id, 1)
+        feed(pipeline, clock, host_id, 1)
     clock.advance(0.1)
-    answer_all(orchestrator)
-    assert [p["host_id"] for p in mesh.topics("nerve.analysis.")] == ["a"]
-    assert orchestrator.stats["analysis_unwatched"] == 2
+    answer_all(fake)
+    assert [p["host_id"] for p in fake.published_on("nerve.analysis.")] == ["a"]
+    assert pipeline.stats["analysis_unwatched"] == 2
     # the standbys' progress event covers every host, watched or not, in one event per call
-    assert sorted(h for p in mesh.topics("nerve.orchestrator.analysed") for h in p["hosts"]) == ["a", "b", "c"]
+    assert sorted(h for p in fake.published_on("nerve.orchestrator.analysed") for h in p["hosts"]) == ["a", "b", "c"]
     interest.add({"id": 8, "uri": "nerve.", "match": "prefix"})  # e.g. `nerve listen nerve.`
     interest.remove(7)
     for host_id in ("a", "b", "c"):
-        feed(orchestrator, clock, host_id, 2)
+        feed(pipeline, clock, host_id, 2)
     clock.advance(0.1)
-    answer_all(orchestrator)
-    assert sorted(p["host_id"] for p in mesh.topics("nerve.analysis.") if p["seq"] == 2) == ["a", "b", "c"]
-    assert orchestrator.get_stats()["watched_hosts"] == 3
+    answer_all(fake)
+    assert sorted(p["host_id"] for p in fake.published_on("nerve.analysis.") if p["seq"] == 2) == ["a", "b", "c"]
+    assert pipeline.get_stats()["watched_hosts"] == 3
     interest.remove(8)
-    assert not interest.wants("nerve.analysis.a") and orchestrator.get_stats()["watched_hosts"] == 0
+    assert not interest.wants("nerve.analysis.a") and pipeline.get_stats()["watched_hosts"] == 0
 
 
 def test_every_analysis_event_is_published_before_subscriptions_are_known_or_when_configured(clock):
-    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), analysis_events="all")
-    orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+    orchestrator, fake = on_fake_mesh(clock, analysis_events="all")
     orchestrator.active = True
     orchestrator.interest.loaded = True
     feed(orchestrator, clock, "a", 1)
     clock.advance(0.1)
-    answer_all(orchestrator)
-    assert [p["host_id"] for p in orchestrator.mesh.topics("nerve.analysis.")] == ["a"]
+    answer_all(fake)
+    assert [p["host_id"] for p in fake.published_on("nerve.analysis.")] == ["a"]
     assert TopicInterest("nerve.analysis.").wants("nerve.analysis.x")  # not loaded yet: err on delivering
 
 
@@ -398,25 +388,24 @@ def test_wildcard_subscriptions_match_like_the_router(pattern, topic, expected):
     assert interest.wants(topic) is expected
 
 
-def test_the_digest_carries_only_what_changed_and_is_sent_every_tick(orchestrator, clock):
-    mesh = orchestrator.mesh
+def test_the_digest_carries_only_what_changed_and_is_sent_every_tick(pipeline, fake, clock):
     for host_id in ("a", "b"):
-        feed(orchestrator, clock, host_id, 1)
-    orchestrator.publish_digest()
-    assert sorted(mesh.topics("nerve.digest")[-1]["hosts"]) == ["a", "b"]
-    orchestrator.publish_digest()
-    assert mesh.topics("nerve.digest")[-1]["hosts"] == {}  # nothing new: an empty keep-alive, not everything again
+        feed(pipeline, clock, host_id, 1)
+    pipeline.publish_digest()
+    assert sorted(fake.published_on("nerve.digest")[-1]["hosts"]) == ["a", "b"]
+    pipeline.publish_digest()
+    assert fake.published_on("nerve.digest")[-1]["hosts"] == {}  # nothing new: an empty keep-alive, not everything again
     clock.advance(0.5)
-    feed(orchestrator, clock, "b", 2)
-    orchestrator.publish_digest()
-    assert list(mesh.topics("nerve.digest")[-1]["hosts"]) == ["b"]
+    feed(pipeline, clock, "b", 2)
+    pipeline.publish_digest()
+    assert list(fake.published_on("nerve.digest")[-1]["hosts"]) == ["b"]
     clock.advance(0.1)
-    answer_all(orchestrator, lambda hosts: analysed(hosts, "HIGH"))
-    orchestrator.publish_digest()
-    assert {h: e["level"] for h, e in mesh.topics("nerve.digest")[-1]["hosts"].items()} == {"a": "HIGH", "b": "HIGH"}
+    answer_all(fake, lambda hosts: analysed(hosts, "HIGH"))
+    pipeline.publish_digest()
+    assert {h: e["level"] for h, e in fake.published_on("nerve.digest")[-1]["hosts"].items()} == {"a": "HIGH", "b": "HIGH"}
     clock.advance(60)  # both go quiet: the flip to stale is news
-    orchestrator.publish_digest()
-    assert {h: e["stale"] for h, e in mesh.topics("nerve.digest")[-1]["hosts"].items()} == {"a": True, "b": True}
+    pipeline.publish_digest()
+    assert {h: e["stale"] for h, e in fake.published_on("nerve.digest")[-1]["hosts"].items()} == {"a": True, "b": True}
 
 
 def test_a_packed_batch_travels_as_one_binary_value_and_gives_the_analysis_lists_give(clock):
@@ -425,89 +414,87 @@ def test_a_packed_batch_travels_as_one_binary_value_and_gives_the_analysis_lists
     analyzer = Analyzer(analyzer_config, SimpleNamespace(config=analyzer_config))
     events, wires = {}, {}
     for wire in ("compact", "packed"):
-        config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), analysis_wire=wire)
-        orchestrator = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+        orchestrator, fake = on_fake_mesh(clock, analysis_wire=wire)
         orchestrator.active, orchestrator.interest.loaded = True, False  # publish every analysis
         for seq, cpu in enumerate((10.0, 90.0, 95.0, 97.0)):
             for host_id in ("a", "b"):
                 feed(orchestrator, clock, host_id, seq, cpu=cpu)
             clock.advance(0.1)
-            for (args, options), (_, _, pending) in zip(orchestrator.mesh.wire, orchestrator.mesh.calls):
-                if not pending.called:
-                    pending.callback(analyzer._analyze(args[0], options["compact"]))
+            for call in fake.calls_made:
+                if not call.result.called:
+                    call.result.callback(analyzer._analyze(call.args[0], call.kwargs["compact"]))
             clock.advance(0.9)
         events[wire] = [{k: v for k, v in e.items() if k not in ("ts", "analyzed_at")}
-                        for e in orchestrator.mesh.topics("nerve.analysis.")]
-        wires[wire] = {(type(args[0]).__name__, options["compact"]) for args, options in orchestrator.mesh.wire}
+                        for e in fake.published_on("nerve.analysis.")]
+        wires[wire] = {(type(call.args[0]).__name__, call.kwargs["compact"]) for call in fake.calls_made}
     assert wires == {"compact": {("list", True)}, "packed": {("bytes", True)}}
     assert len(events["packed"]) == 8 and events["packed"] == events["compact"]
     assert events["packed"][-1]["metrics"]["cpu"]["level"] == "HIGH"
 
 
-def test_stats_count_every_measurement_to_analysis_latency_in_buckets_a_reader_can_difference(orchestrator, clock):
+def test_stats_count_every_measurement_to_analysis_latency_in_buckets_a_reader_can_difference(pipeline, fake, clock):
     # The percentiles cover the last 10,000 results (~2 s at 4,000 hosts); the histogram covers all of them.
     for seq, delay in enumerate((0.02, 0.12, 0.12, 0.6, 12.0), start=1):
-        feed(orchestrator, clock, f"h{seq}", 1)
+        feed(pipeline, clock, f"h{seq}", 1)
         clock.advance(delay)
-        _, args, pending = orchestrator.mesh.calls[-1]
-        pending.callback(analysed(args[0]))
-    histogram = orchestrator.get_stats()["analysis_latency_histogram"]
+        call = fake.calls_made[-1]
+        call.result.callback(analysed(hosts_of(call)))
+    histogram = pipeline.get_stats()["analysis_latency_histogram"]
     counted = dict(zip(histogram["edges_ms"] + ["over"], histogram["counts"]))
     assert {edge: count for edge, count in counted.items() if count} == {25: 1, 150: 2, 750: 1, "over": 1}
 
 
-def test_an_analyzer_that_refuses_packed_calls_gets_compact_ones_until_packed_is_tried_again(orchestrator, clock):
+def test_an_analyzer_that_refuses_packed_calls_gets_compact_ones_until_packed_is_tried_again(pipeline, fake, clock):
     # An analyzer from before packed calls says hosts must be a list: the work goes back and the mesh keeps analysing.
-    mesh = orchestrator.mesh
-    feed(orchestrator, clock, "h1", 1)
+    feed(pipeline, clock, "h1", 1)
     clock.advance(0.1)
-    (args, _), = mesh.wire
-    assert isinstance(args[0], bytes)
-    mesh.calls[0][2].errback(ApplicationError("nerve.error.invalid_argument", "hosts: expected a list, got bytes"))
-    assert orchestrator.stats["packed_refused"] == 1 and pending_seqs(orchestrator, "h1") == [1]
+    [packed] = fake.calls_made
+    assert isinstance(packed.args[0], bytes)
+    packed.result.errback(ApplicationError("nerve.error.invalid_argument", "hosts: expected a list, got bytes"))
+    assert pipeline.stats["packed_refused"] == 1 and pending_seqs(pipeline, "h1") == [1]
     clock.advance(0.1)
-    args, options = mesh.wire[1]
+    compact = fake.calls_made[1]
+    args, options = compact.args, compact.kwargs
     assert options["compact"] is True and isinstance(args[0], list)
     assert args[0][0]["samples"] == [{"seq": 1, "ts": args[0][0]["samples"][0]["ts"], "metrics": {"cpu": 10.0}}]
-    mesh.calls[1][2].callback(analysed(args[0]))
-    assert mesh.topics("nerve.orchestrator.analysed")[-1]["hosts"]["h1"][0] == 1
+    compact.result.callback(analysed(args[0]))
+    assert fake.published_on("nerve.orchestrator.analysed")[-1]["hosts"]["h1"][0] == 1
     clock.advance(PACKED_REFUSED_SECONDS)
-    feed(orchestrator, clock, "h1", 2)
+    feed(pipeline, clock, "h1", 2)
     clock.advance(0.1)
-    assert isinstance(mesh.wire[2][0][0], bytes), "packed is tried again once the fallback has run its time"
+    assert isinstance(fake.calls_made[2].args[0], bytes), "packed is tried again once the fallback has run its time"
 
 
-def test_a_refused_compact_call_is_retried_as_it_was(orchestrator, clock):
-    config = OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), analysis_wire="compact")
-    compact = Orchestrator(config, RecordingMesh(), clock=clock.seconds, scheduler=clock)
+def test_a_refused_compact_call_is_retried_as_it_was(clock):
+    compact, fake = on_fake_mesh(clock, analysis_wire="compact")
     compact.active = True
     feed(compact, clock, "h1", 1)
     clock.advance(0.1)
-    compact.mesh.calls[0][2].errback(ApplicationError("nerve.error.invalid_argument", "something else"))
+    fake.calls_made[0].result.errback(ApplicationError("nerve.error.invalid_argument", "something else"))
     clock.advance(0.1)
-    assert compact.stats["packed_refused"] == 0 and compact.wire() == "compact" and len(compact.mesh.wire) == 2
+    assert compact.stats["packed_refused"] == 0 and compact.wire() == "compact" and len(fake.calls_made) == 2
 
 
-def test_compact_analyzer_answers_become_the_same_analysis_events_as_full_ones(orchestrator, clock):
+def test_compact_analyzer_answers_become_the_same_analysis_events_as_full_ones(pipeline, fake, clock):
     def real_analyzer(compact):
         return lambda hosts: {"analyzer": "x", "hosts": analyze_batch(hosts, compact=compact)}
 
-    orchestrator.interest.loaded = False  # publish everything
+    pipeline.interest.loaded = False  # publish everything
     events = []
     for compact in (False, True):
-        orchestrator.mesh.published.clear()
+        fake.published.clear()
         for seq, cpu in enumerate((10.0, 90.0, 95.0, 97.0)):
-            feed(orchestrator, clock, f"h-{compact:d}", seq, cpu=cpu)
+            feed(pipeline, clock, f"h-{compact:d}", seq, cpu=cpu)
             clock.advance(0.1)
-            answer_all(orchestrator, real_analyzer(compact))
+            answer_all(fake, real_analyzer(compact))
             clock.advance(0.9)
-        events.append(orchestrator.mesh.topics("nerve.analysis."))
+        events.append(fake.published_on("nerve.analysis."))
     assert [len(e) for e in events] == [4, 4]
     strip = lambda e: {k: v for k, v in e.items() if k not in ("host_id", "hostname", "ts", "analyzed_at")}  # noqa: E731
     assert [strip(e) for e in events[0]] == [strip(e) for e in events[1]]
     assert events[1][-1]["metrics"]["cpu"]["level"] == "HIGH"
-    assert orchestrator.history("h-1")["analysis"]["metrics"] == events[1][-1]["metrics"]
-    assert orchestrator.get_stats()["analysis_latency"]["samples"] == 8
+    assert pipeline.history("h-1")["analysis"]["metrics"] == events[1][-1]["metrics"]
+    assert pipeline.get_stats()["analysis_latency"]["samples"] == 8
 
 
 def test_gc_pauses_time_every_collection():

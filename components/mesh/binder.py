@@ -16,6 +16,12 @@ def transport_of(session):
     return getattr(session.transport, "transport", None)
 
 
+def run_tick(invoke, name):
+    """Run one round of a timer or hook; a failing round is logged and the timer keeps running."""
+    result = defer.maybeDeferred(invoke, (), {}, None)
+    return result.addErrback(lambda failure: log.failure("periodic {name} failed", failure, name=name))
+
+
 class Binder:
     """Binds the decorated functions of targets to each new session and unbinds timers on leave."""
 
@@ -31,7 +37,7 @@ class Binder:
         """Start the timers that run whether or not a session is joined."""
         for func, binding in self.bindings:
             if isinstance(binding, Every) and binding.offline:
-                timer = task.LoopingCall(self._tick, invoker(func, self.mesh), func.__name__)
+                timer = task.LoopingCall(run_tick, invoker(func, self.mesh), func.__name__)
                 timer.start(resolve(binding.seconds, self.mesh.config), now=binding.now)
 
     @defer.inlineCallbacks
@@ -47,7 +53,7 @@ class Binder:
                 log.error("cannot bind {name} to {binding}: {error}", name=func.__name__, binding=binding, error=error)
         for hook in self.join_hooks:
             # Hooks run after binding, so what they start can already use the session's subscriptions.
-            self._tick(invoker(hook, self.mesh), hook.__name__)
+            run_tick(invoker(hook, self.mesh), hook.__name__)
         log.info("joined realm {realm} as {authid} ({role}), {n} bindings",
                  realm=details.realm, authid=details.authid, role=details.authrole, n=len(self.bindings))
         if not self.joined.called:
@@ -67,17 +73,11 @@ class Binder:
             return defer.succeed(None)
         if isinstance(binding, Every):
             invoke = invoker(func, self.mesh)
-            timer = task.LoopingCall(self._tick, invoke, func.__name__)
+            timer = task.LoopingCall(run_tick, invoke, func.__name__)
             self.timers.append(timer)
             timer.start(resolve(binding.seconds, config), now=binding.now)
             return defer.succeed(None)
         raise TypeError(f"unknown binding {binding!r}")
-
-    @staticmethod
-    def _tick(invoke, name):
-        # A failing tick is logged and the timer keeps running: one bad round must not stop a component.
-        result = defer.maybeDeferred(invoke, (), {}, None)
-        return result.addErrback(lambda failure: log.failure("periodic {name} failed", failure, name=name))
 
     def on_leave(self, session, details):
         """Stop the timers; they restart on the next join."""

@@ -1,1 +1,5 @@
-"""Helpers for testing components: with plain calls (FakeMesh, coming next) or against a real router (live)."""
+"""Testing components: `FakeMesh` runs them with plain calls; `components.testing.live` starts a real router."""
+
+from components.testing.fake import FakeMesh
+
+__all__ = ["FakeMesh"]

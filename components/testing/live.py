@@ -135,6 +135,19 @@ def wait_until(predicate, timeout=5.0, interval=0.05, message="condition"):
     return poll()
 
 
+@defer.inlineCallbacks
+def call_until(session, uri, predicate, *args, timeout=5.0, interval=0.05, message=None, **kwargs):
+    """Call uri again and again until predicate(result) is truthy; return that result, or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = yield session.call(uri, *args, **kwargs)
+        if predicate(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message or uri}; last answer: {result!r:.300}")
+        yield task.deferLater(reactor, interval, lambda: None)
+
+
 def join(url, role="anonymous", authid=None, ticket=None, realm="nerve", serializers=("json",), ca_file=None):
     """A Deferred firing with a joined session (anonymous, or a backend role with its ticket); fails if refused."""
     # The same transport and credentials a component builds, without retries (a refusal should fail the test).
