@@ -86,3 +86,12 @@ def configure(overrides=None):
     apply_process_tuning({name: settings[name] for name in ("join_reads_once", "large_messages_at_once",
                                                             "freeze_startup_heap")})
     metering.count_messages(settings["metering"])
+
+
+def restore():
+    """Put back every Crossbar, Autobahn and collector behaviour configure changed (for tests and embedding)."""
+    settings.update(DEFAULT_SETTINGS)
+    WampRawSocketServerProtocol.connectionMade = _original_connection_made
+    _set_lazy_log_helpers(False)
+    apply_process_tuning({"join_reads_once": False, "large_messages_at_once": False, "freeze_startup_heap": False})
+    metering.count_messages(False)

@@ -2,12 +2,11 @@
 
 import subprocess
 import sys
-import time
 
 import pytest
 import pytest_twisted
 
-from components.testing.live import join, wait_until
+from components.testing.live import call_until, join, wait_until
 
 COMMANDS = ["up", "router", "tracker", "analyzer", "orchestrator", "watch", "listen", "run", "credential", "alert", "alert send",
             "compute", "solver", "tsp", "tsp solve"]
@@ -73,12 +72,7 @@ def test_example_component_counts_alerts_and_answers_calls(router, start):
     for _ in range(2):
         assert nerve("alert", "send", "--on", "nerve.alert.cache-3", "evictions high", env=router.env()).returncode == 0
     operator = yield join(router.rawsocket_url, "operator", "test-operator", router.ticket("operator", "test-operator"))
-    yield wait_until(lambda: True, timeout=0.1)
-    deadline = time.monotonic() + 5
-    count = 0
-    while count != 2 and time.monotonic() < deadline:
-        count = yield operator.call("app.alerts.count", "cache-3")
-    assert count == 2
+    yield call_until(operator, "app.alerts.count", lambda count: count == 2, "cache-3", message="both alerts counted")
     yield operator.leave()
 
 

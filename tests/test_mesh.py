@@ -9,7 +9,8 @@ from autobahn.wamp.types import RegisterOptions, SubscribeOptions
 from twisted.internet import defer
 
 from components.monitor.analysis import analyze_batch, pack_batch, unpack_batch
-from components.testing.live import EventLog, join, measurement, publish_acknowledged, sleep, wait_for_callees, wait_until
+from components.testing.live import (EventLog, call_until, join, measurement, publish_acknowledged, sleep, wait_for_callees,
+                                     wait_until)
 
 
 def analyzers_of(events, host_id):
@@ -213,9 +214,9 @@ def test_anonymous_dashboard_cannot_publish_measurements_or_register_analyze(das
 @pytest_twisted.inlineCallbacks
 def test_dashboard_reads_snapshot_schema_and_history(router, orchestrator, dashboard):
     yield play_host(router, "history-host", 3, {"cpu": 12.0, "mem": 40.0}, period=0.05)
-    yield wait_until(lambda: True, timeout=0.1)
-    snapshot = yield dashboard.call("nerve.snapshot")
-    assert "history-host" in snapshot["hosts"]
+    snapshot = yield call_until(dashboard, "nerve.snapshot",
+                                lambda snapshot: snapshot["hosts"].get("history-host", {}).get("seq") == 3,
+                                message="history-host's third sample in the snapshot")
     assert snapshot["schema"]["measure"]["cpu"]["unit"] == "%"
     history = yield dashboard.call("nerve.history", "history-host")
     assert [sample["seq"] for sample in history["samples"]] == [1, 2, 3]

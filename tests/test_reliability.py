@@ -9,6 +9,7 @@ from twisted.internet import defer
 
 from components.testing.live import (
     ComponentProcess,
+    call_until,
     RouterProcess,
     join,
     measurement,
@@ -63,16 +64,11 @@ def test_router_restart_loses_nothing_and_components_return_within_3_s(own_route
                   ComponentProcess(router, "tracker", "--hosts", str(hosts), "--interval", "1")]
     session = yield join_when_up(router)
     yield wait_for_callees(session, "nerve.stats", 1)
-    deadline = time.monotonic() + 20
-    while True:
-        stats = yield session.call("nerve.stats")
-        if stats.get("received", 0) >= 3 * hosts or time.monotonic() > deadline:
-            break
-        yield sleep(0.2)
-    assert stats["received"] >= 3 * hosts, stats
+    before = yield call_until(session, "nerve.stats", lambda stats: stats.get("received", 0) >= 3 * hosts, timeout=20,
+                              message="three rounds of measurements")
 
     router.stop()
-    yield sleep(10)
+    yield sleep(10)  # the outage the trackers must buffer through
     router.start()
     ready = time.monotonic()
     session = yield join_when_up(router)
@@ -83,10 +79,13 @@ def test_router_restart_loses_nothing_and_components_return_within_3_s(own_route
     back_after = time.monotonic() - ready
     assert back_after < 3, f"components back {back_after:.1f} s after the router was ready"
 
-    yield sleep(4)  # replay of the outage's buffer and a few live rounds
+    # The outage's buffer replayed and a few live rounds: 16 rounds per host in all since the first.
+    yield call_until(session, "nerve.stats", lambda stats: stats["received"] >= before["received"] + 13 * hosts, timeout=20,
+                     message="the outage's measurements replayed")
     simulator = processes.pop()
     simulator.stop()
-    yield sleep(1.5)
+    yield call_until(session, "nerve.stats", lambda stats: stats["backlog"] == 0 and not stats["in_flight"], timeout=10,
+                     message="every measurement analysed")
     histories = []
     for index in range(hosts):
         history = yield session.call("nerve.history", f"sim-{index:04d}")
@@ -156,7 +155,7 @@ def test_standby_orchestrator_takes_over_within_3_s_without_duplicates(own_route
     killed = time.monotonic()
     yield wait_until(lambda: any(at > killed + 0.2 for at, _, _ in analyses), timeout=10, message="analysis after the kill")
     resumed = min(at for at, _, _ in analyses if at > killed + 0.2) - killed
-    yield sleep(3)
+    yield sleep(3)  # three more seconds of analysis from the new active one, in which no duplicate may appear
     stats = yield session.call("nerve.stats")
     yield session.leave()
     assert stats["active"] is True and stats.get("takeovers") == 1, stats
@@ -207,9 +206,9 @@ def test_malformed_events_are_counted_per_publisher_and_the_consumer_keeps_going
                 measurement("garbage-host", 2, {"gpu": 1.0}), measurement("other-host", 3, {"cpu": 1.0})):
         yield publish_acknowledged(session, "nerve.measure.garbage-host", bad)
     yield publish_acknowledged(session, "nerve.measure.garbage-host", measurement("garbage-host", 4, {"cpu": 5.0}))
-    yield sleep(0.5)
+    history = yield call_until(dashboard, "nerve.history", lambda history: history["samples"], "garbage-host",
+                               message="the good measurement in the history")
     stats = yield dashboard.call("nerve.stats")
-    history = yield dashboard.call("nerve.history", "garbage-host")
     yield session.leave()
     assert stats["dropped"]["nerve.measure.garbage-host"] - before == 5
     assert [sample["seq"] for sample in history["samples"]] == [4]
@@ -225,8 +224,8 @@ def test_keyword_arguments_from_a_publisher_neither_spoof_details_nor_stop_the_c
     yield session.publish("nerve.measure.kwargs-host", measurement("kwargs-host", 2, {"cpu": 2.0}), surprise=1,
                           options=acknowledged)
     yield publish_acknowledged(session, "nerve.measure.kwargs-host", measurement("kwargs-host", 3, {"cpu": 3.0}))
-    yield sleep(0.5)
-    history = yield dashboard.call("nerve.history", "kwargs-host")
+    history = yield call_until(dashboard, "nerve.history", lambda history: history["samples"] and
+                               history["samples"][-1]["seq"] == 3, "kwargs-host", message="seq 3 in the history")
     stats = yield dashboard.call("nerve.stats")
     yield session.leave()
     # The first is a valid measurement on its topic (the router's details win); the second does not fit the handler.

@@ -43,9 +43,8 @@ def test_crossbar_formats_lazily_unless_the_tuning_turns_it_off():
         assert tuning.settings == {"tcp_nodelay": True, "lazy_debug_format": False, "freeze_startup_heap": True,
                                    "join_reads_once": True, "large_messages_at_once": True, "metering": True}
     finally:
-        tuning.configure()
-        gc.unfreeze()  # this is the test process, not a router worker
-    assert tuning.settings == dict(tuning.DEFAULT_SETTINGS)
+        tuning.restore()  # this is the test process, not a router worker
+    assert tuning.settings == dict(tuning.DEFAULT_SETTINGS) and crossbar_router.pformat is pprint.pformat
 
 
 def test_the_router_freezes_its_startup_heap_unless_the_tuning_turns_it_off():
@@ -59,8 +58,7 @@ def test_the_router_freezes_its_startup_heap_unless_the_tuning_turns_it_off():
         tuning.configure({"freeze_startup_heap": False})
         assert gc.get_freeze_count() == 0 == collection_stats()["frozen"]
     finally:
-        tuning.configure()
-        gc.unfreeze()
+        tuning.restore()
 
 
 def test_the_router_joins_a_large_messages_reads_once_unless_the_tuning_turns_it_off():
@@ -70,8 +68,7 @@ def test_the_router_joins_a_large_messages_reads_once_unless_the_tuning_turns_it
         tuning.configure({"join_reads_once": False})
         assert WampRawSocketProtocol.dataReceived is framing._twisted_data_received
     finally:
-        tuning.configure()
-        gc.unfreeze()
+        tuning.restore()
 
 
 def test_the_router_moves_large_messages_at_once_unless_the_tuning_turns_it_off():
@@ -81,8 +78,7 @@ def test_the_router_moves_large_messages_at_once_unless_the_tuning_turns_it_off(
         tuning.configure({"large_messages_at_once": False})
         assert not framing._reading_at_once
     finally:
-        tuning.configure()
-        gc.unfreeze()
+        tuning.restore()
 
 
 @pytest.mark.parametrize("module_name", sorted(LAZY_LOG_HELPERS))
@@ -125,3 +121,18 @@ def test_runtime_config_hands_tuning_overrides_to_the_router_component():
     defaults = runtime_config(18080)
     assert all("tuning" not in component.get("extra", {})
                for worker in defaults["workers"] for component in worker.get("components", []))
+
+
+def test_restore_puts_back_what_crossbar_and_autobahn_had():
+    from crossbar.router.protocol import WampRawSocketServerProtocol
+    from crossbar.router.router import Router
+
+    before = (WampRawSocketServerProtocol.connectionMade, WampRawSocketProtocol.dataReceived, Router.send,
+              crossbar_router.pformat, gc.get_freeze_count())
+    try:
+        tuning.configure()
+        assert Router.send is not before[2] and WampRawSocketProtocol.dataReceived is not before[1]
+    finally:
+        tuning.restore()
+    assert (WampRawSocketServerProtocol.connectionMade, WampRawSocketProtocol.dataReceived, Router.send,
+            crossbar_router.pformat, gc.get_freeze_count()) == before
