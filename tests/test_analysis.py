@@ -315,12 +315,8 @@ def test_chunked_processing_equals_one_shot(chunk_sizes, through_json):
     assert changes  # the series crosses boundaries, so this compares something
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_chunked_equals_one_shot_with_awkward_timing_and_magnitudes(seed):
-    # gaps from a microsecond to years, values from 1e-300 to 1e100, metrics coming and going:
-    # the output stays finite JSON and a split anywhere changes nothing
-    rng = np.random.default_rng(seed)
-    n = 40
+def awkward_series(seed, rng, n=40):
+    """(samples, params): gaps from a microsecond to years, values from 1e-300 to 1e100, metrics coming and going."""
     ts = T0 + np.cumsum(rng.choice([1e-6, 0.5, 1.0, 30.0, 700.0, 1e8], size=n))
     scale = [1e-300, 1e-6, 1.0, 1e6, 1e100][seed % 5]
     samples = [{"seq": i, "ts": float(ts[i]),
@@ -329,9 +325,17 @@ def test_chunked_equals_one_shot_with_awkward_timing_and_magnitudes(seed):
                for i in range(n)]
     params = AnalysisParams(half_life=[0.001, 60.0, 1e6][seed % 3], warmup=seed % 4,
                             forget_after=[1.0, 600.0, 1e12][seed % 3])
+    return samples, params
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_chunked_equals_one_shot_with_awkward_timing_and_magnitudes(seed):
+    # the output stays finite JSON and a split anywhere changes nothing
+    rng = np.random.default_rng(seed)
+    samples, params = awkward_series(seed, rng)
     one_shot = analyze_one(samples, params=params)
     json.dumps(one_shot, allow_nan=False)
-    split = int(rng.integers(1, n))
+    split = int(rng.integers(1, len(samples)))
     first = analyze_one(samples[:split], params=params)
     second = analyze_one(samples[split:], json.loads(json.dumps(first["state"])), params=params)
     assert second["state"] == one_shot["state"]
@@ -378,6 +382,21 @@ def test_compact_wire_form_gives_exactly_the_full_results(chunk_sizes):
         assert compact["changes"] == full["changes"]
         assert compact["state"] == compact_state_of(full["state"])
     assert set(compact) == {"host_id", "state", "level", "anomaly", "changes"}
+
+
+@pytest.mark.parametrize("seed", [*range(12), None])
+def test_described_compact_trend_is_the_full_results_trend(seed):
+    # one trend formula serves both forms: lines not yet defined, awkward timings, and (seed None: samples 1e-250 s
+    # apart swinging by 2e100) a slope that overflows
+    if seed is None:
+        samples = [{"seq": j, "ts": j * 1e-250, "metrics": {"x": 1e100 * (-1) ** j}} for j in range(6)]
+        params = AnalysisParams()
+    else:
+        samples, params = awkward_series(seed, np.random.default_rng(seed))
+    full = analyze_one(samples, params=params)
+    described = describe_compact(analyze_one(samples, params=params, compact=True))
+    trends = {name: entry["trend"] for name, entry in full["metrics"].items()}
+    assert {name: entry["trend"] for name, entry in described["metrics"].items()} == trends
 
 
 def test_compact_and_full_states_are_interchangeable_in_one_batch():
@@ -711,9 +730,9 @@ def test_a_remembered_name_list_does_not_let_a_bad_one_through():
 def test_a_backlog_of_samples_adds_no_layouts():
     # Layouts are remembered per distinct shape of names, so hosts catching up with 1 to 60 samples each
     # (as after an analyzer outage) share one, instead of one per sample count.
-    from components.monitor import analysis
+    from components.monitor.analysis import layout
 
-    analysis._LAYOUTS.clear()
+    layout._LAYOUTS.clear()
     samples = samples_of([10.0 + k for k in range(60)], "cpu")
     analyze_batch([{"host_id": f"h{k}", "state": None, "samples": samples[:k + 1]} for k in range(60)])
-    assert len(analysis._LAYOUTS) == 1
+    assert len(layout._LAYOUTS) == 1
