@@ -1,4 +1,4 @@
-"""Issue-6 figures: how nerve.analyze throughput scales with analyzer instances x per-instance concurrency
+"""How nerve.analyze throughput scales with analyzer instances x per-instance concurrency
 when analysis, not transport, is the bottleneck.
 
     .venv/bin/python bench/analyzer_bench.py [--seconds 10] [--repeats 2] [--hosts 4] [--samples 600]

@@ -1,4 +1,4 @@
-"""Issue-2 figures in one run: mesh start-up to first analysis, publish-to-analysis latency at N simulated hosts,
+"""Mesh figures in one run: start-up to first analysis, publish-to-analysis latency at N simulated hosts,
 and the tracker's CPU and RSS at a 1 s interval.
 
     .venv/bin/python bench/mesh_bench.py [--hosts 100] [--seconds 30] [--tracker-seconds 60]

@@ -27,8 +27,8 @@ Authentication through the proxies:
 - The anonymous dashboard role (WebSocket) is static and needs nothing extra; the tracker's
   dynamic authorizer runs in the router worker, which sees the forwarded authid and role.
 
-Not carried over to the proxies: router/tuning.py's TCP_NODELAY for RawSocket is applied where
-router.auth is imported, i.e. only in the router worker; proxy workers run no project code, so
+Not carried over to the proxies: router/tuning.py's TCP_NODELAY for RawSocket is applied when
+router.auth's session joins, i.e. only in the router worker; proxy workers run no project code, so
 their public RawSocket connections keep Nagle on (a latency matter, not a throughput one).
 """
 

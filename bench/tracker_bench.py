@@ -1,4 +1,4 @@
-"""Tracker cost (issue 6): CPU and memory of a real `nerve tracker` at a 1 s interval, next to the floor.
+"""Tracker cost: CPU and memory of a real `nerve tracker` at a 1 s interval, next to the floor.
 
     .venv/bin/python bench/tracker_bench.py [--seconds 60] [--warmup 8]
 

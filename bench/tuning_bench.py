@@ -15,8 +15,8 @@ router config's component extra `tuning`); with each router:
    at a subscriber of 20 hosts, the analyze call round trip, router messages/s and CPU, and the
    router worker's garbage collections: ms per second during the step, and the longest one since
    the router started.
-No dashboards. For tcp_nodelay the components get `--tcp-nodelay` / `--no-tcp-nodelay` too, so
-Nagle's algorithm is on or off on both sides; likewise `--[no-]large-messages-at-once`.
+No dashboards. For tcp_nodelay and large_messages_at_once the components get the same setting
+(`NERVE_TUNING=NAME=on|off`), so it is on or off on both sides.
 """
 
 import argparse
@@ -29,15 +29,14 @@ from components.testing.live import ComponentProcess, RouterProcess, join, wait_
 from pipeline_bench import ceiling, pipeline_step, waves  # noqa: E402
 from router.tuning import DEFAULT_SETTINGS  # noqa: E402
 
-# Settings that have a client-side twin: the component flags for (on, off).
-COMPONENT_FLAGS = {"tcp_nodelay": (["--tcp-nodelay"], ["--no-tcp-nodelay"]),
-                   "large_messages_at_once": (["--large-messages-at-once"], ["--no-large-messages-at-once"])}
+# Settings the components have too (components/mesh/tuning.py): they are switched on both sides.
+COMPONENT_SETTINGS = ("tcp_nodelay", "large_messages_at_once")
 
 
 @defer.inlineCallbacks
 def measure(setting, on, args):
     """The ceiling flood and one pipeline step through a router with the setting on or off."""
-    flags = COMPONENT_FLAGS.get(setting, ([], []))[0 if on else 1]
+    flags = ["--tuning", f"{setting}={'on' if on else 'off'}"] if setting in COMPONENT_SETTINGS else []
     router = RouterProcess(tempfile.mkdtemp(prefix="nerve-tuning-"), tuning={setting: on}).start()
     processes = []
     try:

@@ -190,8 +190,8 @@ def test_router_and_orchestrator_report_their_messages_and_garbage_collections(r
         assert 0 <= collections["max_seconds"] <= collections["seconds"], collections
         assert collections["frozen"] > 10000, "the start-up heap is walked by every full collection"
     assert after["gc"]["count"] > 0 and after["gc"]["max_seconds"] > 0
-    # A component collects its young generation less often (components/gc_pauses.py); the router worker keeps
-    # CPython's threshold, which measured better there (docs/benchmarks.md, run 59).
+    # A component collects its young generation less often (components/mesh/collector.py); the router worker keeps
+    # CPython's threshold, which measured better there (docs/deviations.md).
     assert stats["gc"]["thresholds"][0] == 10_000 and after["gc"]["thresholds"][0] == 700
 
 

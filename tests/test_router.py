@@ -136,3 +136,25 @@ def test_restore_puts_back_what_crossbar_and_autobahn_had():
         tuning.restore()
     assert (WampRawSocketServerProtocol.connectionMade, WampRawSocketProtocol.dataReceived, Router.send,
             crossbar_router.pformat, gc.get_freeze_count()) == before
+
+
+@pytest.mark.parametrize("no_delay", [True, False])
+def test_the_router_sets_tcp_nodelay_on_rawsocket_connections_unless_the_tuning_turns_it_off(no_delay, monkeypatch):
+    from types import SimpleNamespace
+
+    from crossbar.router.protocol import WampRawSocketServerProtocol
+
+    asked = []
+    connection = SimpleNamespace(setTcpNoDelay=asked.append)
+    # Only nerve's part of connectionMade is under test: Crossbar's own needs a whole router factory.
+    monkeypatch.setattr(tuning, "_original_connection_made", lambda protocol: None)
+    try:
+        tuning.configure({"tcp_nodelay": no_delay})
+        protocol = WampRawSocketServerProtocol()
+        protocol.transport = connection
+        WampRawSocketServerProtocol.connectionMade(protocol)
+    finally:
+        monkeypatch.undo()  # first, so restore() puts Crossbar's own connectionMade back
+        tuning.restore()
+    assert asked == ([True] if no_delay else [])
+    assert WampRawSocketServerProtocol.connectionMade is tuning._original_connection_made
