@@ -54,6 +54,16 @@ def dashboard(router):
 
 
 @pytest.fixture
+def operator_session(router):
+    """A backend session joined as an operator (the role that may start compute and act on alerts)."""
+    session = pytest_twisted.blockon(join(router.rawsocket_url, "operator", "test-operator",
+                                          router.ticket("operator", "test-operator")))
+    yield session
+    if session.is_attached():
+        pytest_twisted.blockon(session.leave())
+
+
+@pytest.fixture
 def tracker_session(router):
     """A backend session joined as the tracker with authid 'test-host'."""
     session = pytest_twisted.blockon(join(router.rawsocket_url, "tracker", "test-host", router.ticket("tracker", "test-host")))

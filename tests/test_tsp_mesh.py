@@ -63,15 +63,15 @@ def expect_error(call, uri, *fragments):
 
 
 @pytest_twisted.inlineCallbacks
-def test_dashboard_solves_berlin52_with_progress_and_instance_load(router, solver, start, dashboard):
-    yield solver_ready(dashboard, solver)
-    yield start_instances(start, dashboard, "compute-a", "compute-b")
+def test_an_operator_solves_berlin52_with_progress_and_instance_load(router, solver, start, operator_session):
+    yield solver_ready(operator_session, solver)
+    yield start_instances(start, operator_session, "compute-a", "compute-b")
     published, loads = EventLog(), EventLog()
     options = SubscribeOptions(match="prefix", details_arg="details")
-    yield dashboard.subscribe(published, "nerve.tsp.progress.", options=options)
-    yield dashboard.subscribe(loads, "nerve.compute.", options=options)
+    yield operator_session.subscribe(published, "nerve.tsp.progress.", options=options)
+    yield operator_session.subscribe(loads, "nerve.compute.", options=options)
     progress = []
-    result = yield dashboard.call("nerve.tsp.solve", cities=BERLIN.cities, budget=5, seed=7, solve_id="berlin-test",
+    result = yield operator_session.call("nerve.tsp.solve", cities=BERLIN.cities, budget=5, seed=7, solve_id="berlin-test",
                                   options=CallOptions(on_progress=progress.append))
     assert_valid(result, BERLIN.cities)
     assert result["length"] <= BERLIN.optimum * 1.01, result["length"]
@@ -93,38 +93,38 @@ def test_dashboard_solves_berlin52_with_progress_and_instance_load(router, solve
 
 
 @pytest_twisted.inlineCallbacks
-def test_bad_input_gives_nerve_errors_naming_the_problem(router, solver, dashboard):
-    yield solver_ready(dashboard, solver)
+def test_bad_input_gives_nerve_errors_naming_the_problem(router, solver, operator_session):
+    yield solver_ready(operator_session, solver)
     solve = "nerve.tsp.solve"
     square = [[0, 0], [1, 0], [1, 1], [0, 1]]
     invalid = "nerve.error.invalid_argument"
-    yield expect_error(dashboard.call(solve, cities=[[0, 0], [1, 1]], budget=1), invalid, "at least 3 cities")
-    yield expect_error(dashboard.call(solve, cities=square + [[1, 1]], budget=1), invalid, "same coordinates", "[2, 4]")
-    yield expect_error(dashboard.call(solve, cities=[[0, 0], [1, "x"], [2, 2]], budget=1), invalid, "cities[1]",
+    yield expect_error(operator_session.call(solve, cities=[[0, 0], [1, 1]], budget=1), invalid, "at least 3 cities")
+    yield expect_error(operator_session.call(solve, cities=square + [[1, 1]], budget=1), invalid, "same coordinates", "[2, 4]")
+    yield expect_error(operator_session.call(solve, cities=[[0, 0], [1, "x"], [2, 2]], budget=1), invalid, "cities[1]",
                        "non-numeric")
-    yield expect_error(dashboard.call(solve, cities=[[0, 0], [1], [2, 2]], budget=1), invalid, "cities[1]")
-    yield expect_error(dashboard.call(solve, cities=square, budget=0), invalid, "budget", "got 0")
-    yield expect_error(dashboard.call(solve, cities=square, budget=61), invalid, "budget", "at most 60")
-    yield expect_error(dashboard.call(solve, cities=square, budget="10"), invalid, "budget")
+    yield expect_error(operator_session.call(solve, cities=[[0, 0], [1], [2, 2]], budget=1), invalid, "cities[1]")
+    yield expect_error(operator_session.call(solve, cities=square, budget=0), invalid, "budget", "got 0")
+    yield expect_error(operator_session.call(solve, cities=square, budget=61), invalid, "budget", "at most 60")
+    yield expect_error(operator_session.call(solve, cities=square, budget="10"), invalid, "budget")
     geo = (DATA / "berlin52.tsp").read_text().replace("EUC_2D", "GEO")
-    yield expect_error(dashboard.call(solve, tsplib=geo, budget=1), invalid, "EDGE_WEIGHT_TYPE GEO", "EUC_2D")
-    yield expect_error(dashboard.call(solve, budget=1), invalid, "cities")
-    yield expect_error(dashboard.call(solve, cities=square, budget=1, bogus=1), invalid, "bogus")
+    yield expect_error(operator_session.call(solve, tsplib=geo, budget=1), invalid, "EDGE_WEIGHT_TYPE GEO", "EUC_2D")
+    yield expect_error(operator_session.call(solve, budget=1), invalid, "cities")
+    yield expect_error(operator_session.call(solve, cities=square, budget=1, bogus=1), invalid, "bogus")
 
 
 @pytest_twisted.inlineCallbacks
-def test_solve_without_any_instance_is_unavailable_unless_trivial(router, solver, dashboard):
-    yield solver_ready(dashboard, solver)
-    yield wait_for_callees(dashboard, ANNEAL, 0)
-    yield expect_error(dashboard.call("nerve.tsp.solve", cities=BERLIN.cities, budget=0.5), "nerve.error.unavailable",
+def test_solve_without_any_instance_is_unavailable_unless_trivial(router, solver, operator_session):
+    yield solver_ready(operator_session, solver)
+    yield wait_for_callees(operator_session, ANNEAL, 0)
+    yield expect_error(operator_session.call("nerve.tsp.solve", cities=BERLIN.cities, budget=0.5), "nerve.error.unavailable",
                        "nerve compute")
-    triangle = yield dashboard.call("nerve.tsp.solve", cities=[[0, 0], [3, 0], [0, 4]], budget=1)
+    triangle = yield operator_session.call("nerve.tsp.solve", cities=[[0, 0], [3, 0], [0, 4]], budget=1)
     assert sorted(triangle["tour"]) == [0, 1, 2] and triangle["length"] == 12 and triangle["rounds"] == 0
 
 
 @pytest_twisted.inlineCallbacks
-def test_anneal_caches_problems_and_checks_its_arguments(router, start, dashboard):
-    yield start_instances(start, dashboard, "compute-cache")
+def test_anneal_caches_problems_and_checks_its_arguments(router, start, operator_session):
+    yield start_instances(start, operator_session, "compute-cache")
     session = yield join(router.rawsocket_url, "solver", "solver-probe", router.ticket("solver", "solver-probe"))
     problem = Problem(BERLIN.cities)
     tour = list(range(52))
@@ -142,11 +142,11 @@ def test_anneal_caches_problems_and_checks_its_arguments(router, start, dashboar
 
 
 @pytest_twisted.inlineCallbacks
-def test_killing_an_instance_mid_solve_loses_no_round(router, solver, start, dashboard):
-    yield solver_ready(dashboard, solver)
-    doomed, _ = yield start_instances(start, dashboard, "compute-doomed", "compute-survivor")
+def test_killing_an_instance_mid_solve_loses_no_round(router, solver, start, operator_session):
+    yield solver_ready(operator_session, solver)
+    doomed, _ = yield start_instances(start, operator_session, "compute-doomed", "compute-survivor")
     progress = []
-    solving = dashboard.call("nerve.tsp.solve", cities=BERLIN.cities, budget=5,
+    solving = operator_session.call("nerve.tsp.solve", cities=BERLIN.cities, budget=5,
                              options=CallOptions(on_progress=progress.append))
     yield wait_until(lambda: [event for event in progress if event["kind"] == "round"], timeout=10, message="a first round")
     yield sleep(0.2)  # into the next 0.5 s round: both instances are busy with its calls
@@ -161,15 +161,15 @@ def test_killing_an_instance_mid_solve_loses_no_round(router, solver, start, das
 
 
 @pytest_twisted.inlineCallbacks
-def test_an_instance_started_mid_solve_joins_the_next_rounds(router, solver, start, dashboard):
-    yield solver_ready(dashboard, solver)
-    yield start_instances(start, dashboard, "compute-first")
+def test_an_instance_started_mid_solve_joins_the_next_rounds(router, solver, start, operator_session):
+    yield solver_ready(operator_session, solver)
+    yield start_instances(start, operator_session, "compute-first")
     progress = []
-    solving = dashboard.call("nerve.tsp.solve", cities=BERLIN.cities, budget=8,
+    solving = operator_session.call("nerve.tsp.solve", cities=BERLIN.cities, budget=8,
                              options=CallOptions(on_progress=progress.append))
     yield wait_until(lambda: [event for event in progress if event["kind"] == "round"], timeout=10, message="a first round")
     start("compute", "--authid", "compute-late")
-    yield wait_for_callees(dashboard, ANNEAL, 2)
+    yield wait_for_callees(operator_session, ANNEAL, 2)
     assert not solving.called, "the solve ended before the late instance registered"
     result = yield solving
     assert_valid(result, BERLIN.cities)
@@ -180,12 +180,12 @@ def test_an_instance_started_mid_solve_joins_the_next_rounds(router, solver, sta
 
 
 @pytest_twisted.inlineCallbacks
-def test_cancelling_a_solve_stops_its_anneal_calls(router, solver, start, dashboard, watch_prefix):
-    yield solver_ready(dashboard, solver)
-    yield start_instances(start, dashboard, "compute-cancel")
+def test_cancelling_a_solve_stops_its_anneal_calls(router, solver, start, operator_session, watch_prefix):
+    yield solver_ready(operator_session, solver)
+    yield start_instances(start, operator_session, "compute-cancel")
     loads = yield watch_prefix("nerve.compute.compute-cancel")
     progress = []
-    solving = dashboard.call("nerve.tsp.solve", cities=BERLIN.cities, budget=30,
+    solving = operator_session.call("nerve.tsp.solve", cities=BERLIN.cities, budget=30,
                              options=CallOptions(on_progress=progress.append))
     solving.addErrback(lambda failure: failure.trap(defer.CancelledError))
     yield wait_until(lambda: [event for event in progress if event["kind"] == "round"], timeout=10, message="a first round")
@@ -194,7 +194,7 @@ def test_cancelling_a_solve_stops_its_anneal_calls(router, solver, start, dashbo
     # The instance's call is interrupted within one numpy pass, not left running to the end of its round.
     yield wait_until(lambda: [load for load in loads.payloads() if load["ts"] > cancelled_at + 0.5 and not load["busy"]],
                      timeout=5, message="the instance idle after the cancel")
-    result = yield dashboard.call("nerve.tsp.solve", cities=BERLIN.cities, budget=1)
+    result = yield operator_session.call("nerve.tsp.solve", cities=BERLIN.cities, budget=1)
     assert_valid(result, BERLIN.cities)
 
 

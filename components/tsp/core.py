@@ -41,6 +41,20 @@ class TsplibProblem:
 
 def parse_tsplib(text, source="TSPLIB text"):
     """Parse a TSPLIB TSP file of EDGE_WEIGHT_TYPE EUC_2D; raise InvalidArgument naming what is wrong."""
+    header, coords = _read_tsplib(text, source)
+    _check_tsplib_header(header, coords, source)
+    indices = [index for index, _, _ in coords]
+    if sorted(indices) != list(range(1, len(coords) + 1)):
+        raise InvalidArgument(f"{source}: node indices must be 1..{len(coords)}, each once")
+    cities = [[x, y] for _, x, y in sorted(coords)]
+    comment = header.get("COMMENT", "")
+    found = OPTIMUM_IN_COMMENT.search(comment)
+    optimum = int(round(float(found.group(1)))) if found else None
+    return TsplibProblem(name=header.get("NAME", source), comment=comment, cities=cities, optimum=optimum)
+
+
+def _read_tsplib(text, source):
+    """The header fields and the (index, x, y) rows of NODE_COORD_SECTION, as written."""
     header, coords, section = {}, [], None
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -49,13 +63,7 @@ def parse_tsplib(text, source="TSPLIB text"):
         if line == "EOF":
             break
         if section == "NODE_COORD_SECTION" and (line[0].isdigit() or line[0] in "+-."):
-            parts = line.split()
-            if len(parts) != 3:
-                raise InvalidArgument(f"{source} line {number}: expected 'index x y' in NODE_COORD_SECTION, got {line!r}")
-            try:
-                coords.append((int(parts[0]), float(parts[1]), float(parts[2])))
-            except ValueError:
-                raise InvalidArgument(f"{source} line {number}: non-numeric coordinate in {line!r}") from None
+            coords.append(_coordinate_row(line, number, source))
             continue
         key, colon, value = line.partition(":")
         key = key.strip().upper()
@@ -67,6 +75,22 @@ def parse_tsplib(text, source="TSPLIB text"):
                 continue
             raise InvalidArgument(f"{source} line {number}: cannot read {line!r}")
         header[key] = value.strip()
+    return header, coords
+
+
+def _coordinate_row(line, number, source):
+    """(index, x, y) from one NODE_COORD_SECTION line."""
+    parts = line.split()
+    if len(parts) != 3:
+        raise InvalidArgument(f"{source} line {number}: expected 'index x y' in NODE_COORD_SECTION, got {line!r}")
+    try:
+        return int(parts[0]), float(parts[1]), float(parts[2])
+    except ValueError:
+        raise InvalidArgument(f"{source} line {number}: non-numeric coordinate in {line!r}") from None
+
+
+def _check_tsplib_header(header, coords, source):
+    """Refuse what nerve does not solve (other edge weights or types) and a DIMENSION the cities do not match."""
     edge_weight = header.get("EDGE_WEIGHT_TYPE")
     if edge_weight is None:
         raise InvalidArgument(f"{source}: EDGE_WEIGHT_TYPE is missing; only EUC_2D is supported")
@@ -83,14 +107,6 @@ def parse_tsplib(text, source="TSPLIB text"):
             raise InvalidArgument(f"{source}: DIMENSION {dimension!r} is not a whole number")
         if int(dimension) != len(coords):
             raise InvalidArgument(f"{source}: DIMENSION says {dimension} cities but NODE_COORD_SECTION has {len(coords)}")
-    indices = [index for index, _, _ in coords]
-    if sorted(indices) != list(range(1, len(coords) + 1)):
-        raise InvalidArgument(f"{source}: node indices must be 1..{len(coords)}, each once")
-    cities = [[x, y] for _, x, y in sorted(coords)]
-    comment = header.get("COMMENT", "")
-    found = OPTIMUM_IN_COMMENT.search(comment)
-    optimum = int(round(float(found.group(1)))) if found else None
-    return TsplibProblem(name=header.get("NAME", source), comment=comment, cities=cities, optimum=optimum)
 
 
 def load_tsplib(path):
@@ -311,22 +327,19 @@ def anneal(problem, tour, t_start, t_end, iterations, seed=0, seconds=None, shou
     """Simulated annealing from tour (2-opt and or-opt moves, geometric cooling t_start..t_end); returns the best tour seen."""
     # The schedule position is the larger of moves done / iterations and, when `seconds` is given, time
     # spent / seconds: a time-capped call still cools through its whole segment. Each numpy pass proposes
-    # BATCH moves from the neighbour lists and evaluates all their deltas at once; the accepted ones are
-    # applied in order, each re-checked against the tour as it is by then (an earlier move of the same pass
-    # may have changed its edges), so the running length stays exact. on_batch(moves) is called after every
-    # pass and should_stop() polled before it, so a cancelled call ends within one pass.
+    # BATCH moves from the neighbour lists and evaluates all their deltas at once (_apply_pass says how the
+    # accepted ones are applied). on_batch(moves) is called after every pass and should_stop() polled before
+    # it, so a cancelled call ends within one pass.
     if not (t_start > 0 and t_end > 0):
         raise InvalidArgument(f"temperatures must be > 0, got {t_start} .. {t_end}")
     rng = np.random.default_rng(seed)
     state = Tour(tour, problem)
-    n, k = problem.n, problem.neighbours.shape[1]
-    best_order, best_length = state.order.copy(), state.length
+    best = {"order": state.order.copy(), "length": state.length}
     start_length = state.length
     moves = accepted = improved = 0
     ratio = math.log(t_end / t_start)
     began = time.perf_counter()
     stopped = "iterations"
-    max_segment = max(1, min(MAX_SEGMENT, n - 3))
     while moves < iterations:
         elapsed = time.perf_counter() - began
         progress = moves / iterations
@@ -340,50 +353,87 @@ def anneal(problem, tour, t_start, t_end, iterations, seed=0, seconds=None, shou
             break
         temperature = t_start * math.exp(ratio * min(progress, 1.0))
         size = int(min(BATCH, iterations - moves))
-        kinds = rng.integers(0, 2, size)
-        first = rng.integers(0, n, size)
-        partner = problem.neighbours[first, rng.integers(0, k, size)]
-        lengths = rng.integers(1, max_segment + 1, size)
-        delta, i, j, flip, valid = batch_deltas(state, kinds, first, partner, lengths)
+        proposal = _propose(rng, problem, state, size)
         # Metropolis: accept when delta < -T ln(u); the threshold is kept to re-check moves after earlier ones.
         threshold = -temperature * np.log(rng.random(size))
-        chosen = np.flatnonzero(valid & (delta < threshold))
+        chosen = np.flatnonzero(proposal.valid & (proposal.delta < threshold))
         moves += size
-        changed = False
-        for index in chosen.tolist():
-            if changed:
-                # An earlier move of this pass changed the tour: recompute from the current positions.
-                if kinds[index] == MOVE_2OPT:
-                    a, b = int(first[index]), int(partner[index])
-                    if lengths[index] == 1:
-                        move_i, move_j = int(state.pos[a]), int(state.pos[b])
-                    else:
-                        move_i, move_j = int(state.pos[a] - 1) % n, int(state.pos[b] - 1) % n
-                    if move_i == move_j or (move_j - move_i) % n == 1 or (move_i - move_j) % n == 1:
-                        continue
-                    move_delta = state.delta_2opt(move_i, move_j)
-                else:
-                    checked = state.delta_oropt(int(state.pos[first[index]]), int(lengths[index]), int(partner[index]))
-                    if checked is None:
-                        continue
-                    move_delta, move_flip = checked
-                if not move_delta < threshold[index]:
-                    continue
-            else:
-                move_delta = int(delta[index])
-                move_i, move_j, move_flip = int(i[index]), int(j[index]), bool(flip[index])
-            if kinds[index] == MOVE_2OPT:
-                state.apply_2opt(move_i, move_j, move_delta)
-            else:
-                state.apply_oropt(int(state.pos[first[index]]), int(lengths[index]), int(partner[index]), move_flip,
-                                  move_delta)
-            changed = True
-            accepted += 1
-            if state.length < best_length:
-                best_length = state.length
-                best_order = state.order.copy()
-                improved += 1
+        pass_accepted, pass_improved = _apply_pass(state, proposal, chosen, threshold, best)
+        accepted += pass_accepted
+        improved += pass_improved
         if on_batch is not None:
             on_batch(size)
-    return AnnealResult(tour=best_order, length=int(best_length), start_length=int(start_length), moves=int(moves),
+    return AnnealResult(tour=best["order"], length=int(best["length"]), start_length=int(start_length), moves=int(moves),
                         accepted=accepted, improved=improved, seconds=time.perf_counter() - began, stopped=stopped)
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """One pass's proposed moves (kind, city, neighbour, segment length) and their deltas on the tour as it was."""
+
+    kinds: np.ndarray
+    first: np.ndarray
+    partner: np.ndarray
+    lengths: np.ndarray
+    delta: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
+    flip: np.ndarray
+    valid: np.ndarray
+
+
+def _propose(rng, problem, state, size):
+    """Draw size moves from the neighbour lists and evaluate them all at once."""
+    n, k = problem.n, problem.neighbours.shape[1]
+    kinds = rng.integers(0, 2, size)
+    first = rng.integers(0, n, size)
+    partner = problem.neighbours[first, rng.integers(0, k, size)]
+    lengths = rng.integers(1, max(1, min(MAX_SEGMENT, n - 3)) + 1, size)
+    return _Proposal(kinds, first, partner, lengths, *batch_deltas(state, kinds, first, partner, lengths))
+
+
+def _apply_pass(state, proposal, chosen, threshold, best):
+    """Apply a pass's accepted moves in order, keeping the best tour in best; returns (accepted, improved).
+
+    Each move after the first applied is re-checked against the tour as it is by then (an earlier
+    move of the same pass may have changed its edges), so the running length stays exact.
+    """
+    accepted = improved = 0
+    for index in chosen.tolist():
+        kind, city, partner, length = (proposal.kinds[index], int(proposal.first[index]), int(proposal.partner[index]),
+                                       int(proposal.lengths[index]))
+        if accepted:
+            move = _recheck(state, kind, city, partner, length, threshold[index])
+            if move is None:
+                continue
+        else:
+            move = (int(proposal.i[index]), int(proposal.j[index]), bool(proposal.flip[index]), int(proposal.delta[index]))
+        move_i, move_j, move_flip, move_delta = move
+        if kind == MOVE_2OPT:
+            state.apply_2opt(move_i, move_j, move_delta)
+        else:
+            state.apply_oropt(int(state.pos[city]), length, partner, move_flip, move_delta)
+        accepted += 1
+        if state.length < best["length"]:
+            best["length"], best["order"] = state.length, state.order.copy()
+            improved += 1
+    return accepted, improved
+
+
+def _recheck(state, kind, city, partner, length, threshold):
+    """A move as the tour is now, (i, j, flip, delta), or None when it no longer applies or is no longer accepted."""
+    n = state.n
+    if kind == MOVE_2OPT:
+        if length == 1:
+            move_i, move_j = int(state.pos[city]), int(state.pos[partner])
+        else:
+            move_i, move_j = int(state.pos[city] - 1) % n, int(state.pos[partner] - 1) % n
+        if move_i == move_j or (move_j - move_i) % n == 1 or (move_i - move_j) % n == 1:
+            return None
+        move_delta, move_flip = state.delta_2opt(move_i, move_j), False
+    else:
+        checked = state.delta_oropt(int(state.pos[city]), length, partner)
+        if checked is None:
+            return None
+        (move_delta, move_flip), move_i, move_j = checked, None, None
+    return (move_i, move_j, move_flip, move_delta) if move_delta < threshold else None

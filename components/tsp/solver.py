@@ -281,26 +281,10 @@ class Solver:
                 state.retries += 1
                 continue
             except ApplicationError as error:
-                uri = error.error
-                if uri in BACKPRESSURE_ERRORS:
-                    # Every instance is busy (other solves, or a retry racing this round): wait for a free slot.
-                    state.backpressure += 1
-                    yield sleep(backoff)
-                    backoff = min(backoff * 2, 0.25)
-                    continue
-                state.retries += 1
-                if uri == NotFound.uri:
-                    send_cities = True  # an instance that dropped the problem from its cache
-                    continue
-                if uri in FATAL_ERRORS:
-                    raise
-                if uri in NO_INSTANCE_ERRORS:
-                    yield sleep(0.25)
-                    continue
-                # wamp.error.canceled: the instance died mid-call; the next one in the round robin takes it.
-                log.info("solve {id}: anneal call failed ({uri}: {message}); retrying",
-                         id=state.solve_id, uri=uri, message=error.error_message())
-                yield sleep(0.05)
+                wait, backoff, resend = self._retry_after(state, error, backoff)
+                send_cities = send_cities or resend
+                if wait:
+                    yield sleep(wait)
                 continue
             finally:
                 if timer.active():
@@ -308,3 +292,25 @@ class Solver:
             if result.get("session") is not None:
                 state.holding.add(result["session"])
             return result
+
+    def _retry_after(self, state, error, backoff):
+        """How to retry an anneal call that failed with error: (seconds to wait, next backoff, resend the cities).
+
+        Raises the error when retrying cannot help.
+        """
+        uri = error.error
+        if uri in BACKPRESSURE_ERRORS:
+            # Every instance is busy (other solves, or a retry racing this round): wait for a free slot.
+            state.backpressure += 1
+            return backoff, min(backoff * 2, 0.25), False
+        state.retries += 1
+        if uri == NotFound.uri:
+            return 0, backoff, True  # an instance that dropped the problem from its cache
+        if uri in FATAL_ERRORS:
+            raise error
+        if uri in NO_INSTANCE_ERRORS:
+            return 0.25, backoff, False
+        # wamp.error.canceled: the instance died mid-call; the next one in the round robin takes it.
+        log.info("solve {id}: anneal call failed ({uri}: {message}); retrying",
+                 id=state.solve_id, uri=uri, message=error.error_message())
+        return 0.05, backoff, False
