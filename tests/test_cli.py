@@ -1,7 +1,9 @@
 """The `nerve` command line against a real router: help, usage errors, send/listen, credentials, user components."""
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 import pytest_twisted
@@ -79,3 +81,51 @@ def test_example_component_counts_alerts_and_answers_calls(router, start):
 def test_credential_prints_the_ticket_the_router_accepts(router):
     result = nerve("credential", "tracker", "web-01", "--secrets-file", str(router.secrets_file))
     assert result.returncode == 0 and result.stdout.strip() == router.ticket("tracker", "web-01")
+
+
+def router_nobody_runs():
+    """An environment pointing components at a port where no router listens."""
+    from components.node.routerctl import free_port
+
+    return dict(os.environ, NERVE_ROUTER=f"rs://127.0.0.1:{free_port()}")
+
+
+def test_alert_send_without_a_router_says_once_what_it_waits_for_then_exits_1():
+    started = time.monotonic()
+    result = nerve("alert", "send", "--on", "app.deploy", "hello", env=router_nobody_runs())
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("waiting for the router at rs://127.0.0.1:") == 1, result.stderr
+    assert "nerve up" in result.stderr and "gave up" in result.stderr and "Connection failed" not in result.stderr
+    assert took < 20, f"gave up after {took:.1f} s; about 5 s of retries expected (margin for a slow start)"
+
+
+@pytest.mark.parametrize("command", [["listen", "--on", "nerve.alert."], ["watch"]])
+def test_interactive_commands_without_a_router_say_once_what_they_wait_for(command):
+    process = subprocess.Popen([sys.executable, "-m", "components", *command], env=router_nobody_runs(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        lines = []
+        while not any("waiting for the router" in line for line in lines):
+            assert time.monotonic() < deadline, f"no waiting notice in {lines}"
+            lines.append(process.stderr.readline())
+        # Several retries happen in 4 s (at most 2 s apart): none of them may print another line.
+        time.sleep(4)
+    finally:
+        process.terminate()
+        rest = process.communicate(timeout=10)[1]
+    output = "".join(lines) + rest
+    assert output.count("waiting for the router") == 1 and "Connection failed" not in output, output
+
+
+@pytest.mark.parametrize("command, hidden", [
+    ("analyzer", ["--extra-work-ms", "--tuning"]),
+    ("orchestrator", ["--analysis-wire", "--tuning"]),
+    ("tracker", ["--tuning", "--tcp-nodelay", "--large-messages-at-once"]),
+])
+def test_options_only_benchmarks_use_stay_out_of_help_but_work(command, hidden):
+    shown = nerve(command, "--help").stdout
+    assert not [option for option in hidden if option in shown], shown
+    refused = nerve(command, "--tuning", "tcp_nodelay=sometimes")
+    assert refused.returncode == 2 and "NAME=on|off" in refused.stderr
