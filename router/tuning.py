@@ -13,9 +13,12 @@ from crossbar.router.protocol import WampRawSocketServerProtocol
 
 from components.mesh.tuning import apply_process_tuning, checked_settings, tune_transport
 from router import metering
+from router.guards import GUARD_DEFAULTS
 
+# The guards (router/guards.py, installed next to the tuning) are switched by name the same way.
 DEFAULT_SETTINGS = MappingProxyType({"tcp_nodelay": True, "lazy_debug_format": True, "freeze_startup_heap": True,
-                                     "join_reads_once": True, "large_messages_at_once": True, "metering": True})
+                                     "join_reads_once": True, "large_messages_at_once": True, "metering": True,
+                                     **GUARD_DEFAULTS})
 settings = dict(DEFAULT_SETTINGS)
 
 _original_connection_made = WampRawSocketServerProtocol.connectionMade

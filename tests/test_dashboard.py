@@ -250,7 +250,7 @@ def test_tracker_leaving_turns_its_tile_stale_until_it_joins_again(router, orche
     yield page.wait_for(tile_where("t.dataset.stale === 'false'"), "dash-leave", timeout=20)
     tracker.stop()
     left = time.monotonic()
-    # wamp.session.on_leave marks it at once, without waiting for the measurement to age.
+    # nerve.mesh.left marks it at once, without waiting for the measurement to age.
     left_note = tile_where("t.dataset.stale === 'true' && /tracker left/.test(t.textContent)")
     yield page.wait_for(left_note, "dash-leave", timeout=3)
     assert time.monotonic() - left < 3
@@ -283,6 +283,32 @@ def test_mesh_panel_counts_a_second_analyzer_coming_and_going(router, orchestrat
     second.stop()
     yield page.wait_for(count, 1, timeout=5)
     yield page.wait_for("() => !document.querySelector('tr[data-analyzer=\"analyzer-dash-2\"]')")
+    assert page.errors() == [], page.console
+
+
+@pytest_twisted.inlineCallbacks
+def test_mesh_panel_counts_roles_from_the_routers_filtered_view(router, orchestrator, pages, dashboard):
+    # The page may not read the session meta API; its counts come from nerve.mesh.sessions and nerve.mesh.joined/left.
+    role_count = "([key, n]) => document.querySelector(`[data-mesh='${key}']`).textContent === String(n)"
+    view = yield dashboard.call("nerve.mesh.sessions")
+    trackers = sum(1 for record in view["sessions"] if record["authrole"] == "tracker")
+    page = yield pages(router.http_url)
+    yield page.wait_for(role_count, ["trackers", trackers], timeout=5)
+    # Anonymous sessions are counted (this test's own, the page's), not listed.
+    dashboards = int((yield page.wait_for("() => Number(document.querySelector(\"[data-mesh='dashboards']\").textContent) >= 2"
+                                          " && document.querySelector(\"[data-mesh='dashboards']\").textContent")))
+    tracker = yield tracker_session(router, "dash-mesh-count")
+    yield page.wait_for(role_count, ["trackers", trackers + 1], timeout=3)
+    second = yield pages(router.http_url)
+    yield page.wait_for(role_count, ["dashboards", dashboards + 1], timeout=3)
+    yield second.close()
+    yield page.wait_for(role_count, ["dashboards", dashboards], timeout=5)
+    yield tracker.leave()
+    yield page.wait_for(role_count, ["trackers", trackers], timeout=3)
+    # What the page holds of the other sessions: ids, authids and roles, nothing of their connections.
+    held = yield page.evaluate("() => JSON.stringify([...window.nerve.mesh.sessions.values()])")
+    assert "dash-mesh-count" not in held and "transport" not in held and "127.0.0.1" not in held
+    assert page.errors() == [], page.console
 
 
 @pytest_twisted.inlineCallbacks

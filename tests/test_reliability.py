@@ -22,13 +22,9 @@ from components.testing.live import (
 
 @defer.inlineCallbacks
 def joined_roles(session):
-    """The authroles of every session on the router except the asking one."""
-    roles = []
-    for session_id in (yield session.call("wamp.session.list")):
-        if session_id != session.session_id:
-            info = yield session.call("wamp.session.get", session_id)
-            roles.append(info["authrole"])
-    return roles
+    """The authroles of the backend sessions on the router, as the dashboard's mesh panel sees them."""
+    listing = yield session.call("nerve.mesh.sessions")
+    return [joined["authrole"] for joined in listing["sessions"]]
 
 
 @defer.inlineCallbacks

@@ -40,8 +40,7 @@ def test_crossbar_formats_lazily_unless_the_tuning_turns_it_off():
         tuning.configure({"lazy_debug_format": False})
         assert crossbar_router.pformat is pprint.pformat
         assert isinstance(crossbar_broker.hlid("nerve.measure.a"), str)
-        assert tuning.settings == {"tcp_nodelay": True, "lazy_debug_format": False, "freeze_startup_heap": True,
-                                   "join_reads_once": True, "large_messages_at_once": True, "metering": True}
+        assert tuning.settings == dict(tuning.DEFAULT_SETTINGS, lazy_debug_format=False)
     finally:
         tuning.restore()  # this is the test process, not a router worker
     assert tuning.settings == dict(tuning.DEFAULT_SETTINGS) and crossbar_router.pformat is pprint.pformat
@@ -108,7 +107,7 @@ def test_crossbar_uses_the_deferred_helpers_only_as_log_arguments(module_name):
 def test_an_unknown_tuning_name_is_refused_with_the_known_ones():
     with pytest.raises(ConfigError, match="router tuning: unknown tuning tcp_no_delay; known: tcp_nodelay, "
                                           "lazy_debug_format, freeze_startup_heap, join_reads_once, "
-                                          "large_messages_at_once, metering"):
+                                          "large_messages_at_once, metering, hello_deadline"):
         tuning.configure({"tcp_no_delay": False})
 
 

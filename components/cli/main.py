@@ -20,6 +20,41 @@ from components.mesh import credentials
 from components.mesh.errors import InvalidArgument, NerveError
 from components.tsp.commands import compute, solver, tsp
 
+def _listen_address(ctx, param, value):
+    from components.node.routerctl import check_bindable, checked_listen
+
+    try:
+        address = checked_listen(value)
+        check_bindable(address)
+        return address
+    except NerveError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+def _allowed_origins(ctx, param, values):
+    from components.node.routerctl import origin_pattern
+
+    try:
+        return tuple(origin_pattern(value) for value in values)
+    except NerveError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+def exposure_options(command):
+    """--listen (which address the router binds to) and --allow-origin (which other pages may open its WebSocket)."""
+    command = click.option(
+        "--allow-origin", "allowed_origins", envvar="NERVE_ALLOWED_ORIGINS", multiple=True, show_envvar=True,
+        callback=_allowed_origins, metavar="ORIGIN",
+        help="Also accept browsers on the WebSocket from this origin, e.g. https://nerve.example.com behind a "
+             "TLS proxy (repeatable; the variable takes several, space-separated). The router's own origins "
+             "(127.0.0.1, localhost and the listen address, at --port) are always accepted.")(command)
+    return click.option(
+        "--listen", envvar="NERVE_LISTEN", default="127.0.0.1", show_default=True, show_envvar=True,
+        callback=_listen_address, metavar="ADDRESS",
+        help="IP address the router listens on: 127.0.0.1 serves this machine only; 0.0.0.0 (or ::) every "
+             "interface, for trackers and browsers on other machines.")(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main():
     """nerve: a reactive monitoring and compute mesh on WAMP, routed by Crossbar.io."""
@@ -32,26 +67,38 @@ def main():
 @click.option("--hosts", envvar="NERVE_HOSTS", default=0, show_default=True, type=click.IntRange(0, 100000),
               help="Also start a simulator with this many synthetic hosts.")
 @click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, type=click.Path(dir_okay=False), show_envvar=True)
+@click.option("--runtime-dir", envvar="NERVE_RUNTIME_DIR", default=None, show_envvar=True,
+              type=click.Path(file_okay=False), metavar="DIR",
+              help="Where the router's runtime config and every child's log go, under DIR/<port>/ "
+                   "[default: .crossbar/runtime].")
+# For benches (bench/chaos_bench.py): hot standby orchestrators beside the first, as orchestrator-2, ...
+@click.option("--orchestrators", default=1, type=click.IntRange(1, 4), hidden=True)
 @tls_options
-def up(port, analyzers, compute, hosts, secrets_file, dev_tls, tls_cert, tls_key):
-    """Start the router, an orchestrator, a tracker for this machine and analyzers; Ctrl-C stops them all."""
+@exposure_options
+def up(port, analyzers, compute, hosts, secrets_file, runtime_dir, orchestrators, dev_tls, tls_cert, tls_key, listen,
+       allowed_origins):
+    """Start the router, an orchestrator, a tracker for this machine and analyzers, restarting any that exits (logs in
+    .crossbar/runtime/<port>/logs/); Ctrl-C stops them all, the router last."""
     from components.node.supervisor import run_mesh
 
     tls = tls_files(dev_tls, tls_cert, tls_key)
-    sys.exit(run_mesh(port=port, analyzers=analyzers, compute=compute, hosts=hosts, secrets_file=secrets_file, tls=tls))
+    sys.exit(run_mesh(port=port, analyzers=analyzers, compute=compute, hosts=hosts, secrets_file=secrets_file, tls=tls,
+                      listen=listen, allowed_origins=allowed_origins, runtime_base=runtime_dir, orchestrators=orchestrators))
 
 
 @main.command()
 @click.option("--port", envvar="NERVE_PORT", default=8080, show_default=True, show_envvar=True, type=click.IntRange(1, 65535))
 @click.option("--secrets-file", envvar="NERVE_SECRETS_FILE", default=None, type=click.Path(dir_okay=False), show_envvar=True)
 @tls_options
-def router(port, secrets_file, dev_tls, tls_cert, tls_key):
+@exposure_options
+def router(port, secrets_file, dev_tls, tls_cert, tls_key, listen, allowed_origins):
     """Run the Crossbar router with the project's config (web page at /, WAMP at /ws, RawSocket on the same port)."""
     import os
 
     from components.node.routerctl import router_command
 
-    command = router_command(port, secrets_file, tls=tls_files(dev_tls, tls_cert, tls_key))
+    command = router_command(port, secrets_file, tls=tls_files(dev_tls, tls_cert, tls_key), listen=listen,
+                             allowed_origins=allowed_origins)
     os.execv(command[0], command)
 
 

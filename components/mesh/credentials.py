@@ -13,7 +13,8 @@ from pathlib import Path
 
 from components.mesh.errors import ConfigError
 
-BACKEND_ROLES = ("tracker", "simulator", "analyzer", "orchestrator", "operator", "component", "compute", "solver")
+BACKEND_ROLES = ("tracker", "simulator", "analyzer", "orchestrator", "operator", "component", "compute", "solver",
+                 "supervisor")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SECRETS_FILE = PROJECT_ROOT / ".crossbar" / "secrets.json"
 

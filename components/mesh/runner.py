@@ -70,15 +70,34 @@ class _WaitingNotice:
         self.said = False
 
 
-def _component(mesh_config, name, max_retries=-1, is_fatal=None):
+def _component(mesh_config, name, max_retries=-1, is_fatal=None, waiting_notice=True):
     """An Autobahn Component for the mesh config, and the notice it gives while it cannot connect."""
     transport = dict(mesh_config.transport(), max_retries=max_retries)
     component = Component(transports=[transport], realm=mesh_config.realm,
                           authentication=mesh_config.authentication(), is_fatal=is_fatal)
-    notice = _WaitingNotice(mesh_config.router, name)
-    component.on("connectfailure", notice)
-    component.on("join", lambda session, details: notice.joined())
+    if waiting_notice:
+        notice = _WaitingNotice(mesh_config.router, name)
+        component.on("connectfailure", notice)
+        component.on("join", lambda session, details: notice.joined())
     return component
+
+
+def start_component(reactor, targets, mesh, name, is_fatal=None, leave_on_shutdown=True, waiting_notice=True):
+    """Join and bind targets' decorated functions on every join, in a reactor that already runs and whose process
+    the caller owns (signals, logging, exit code): `nerve up` runs its status component this way.
+
+    Returns the autobahn Component and the Deferred that fires when it ends for good; `leave(component, done)`
+    leaves. With leave_on_shutdown the session also leaves before the reactor shuts down."""
+    mesh_config = mesh.config.mesh
+    binder = Binder(targets, mesh, on_transport=lambda transport: tune_transport(transport, mesh_config.tuning))
+    component = _component(mesh_config, name, is_fatal=is_fatal, waiting_notice=waiting_notice)
+    component.on("join", binder.on_join)
+    component.on("leave", binder.on_leave)
+    done = component.start(reactor)
+    if leave_on_shutdown:
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: leave(component, done))
+    binder.start_offline_timers()
+    return component, done
 
 
 def run(targets, config, mesh=None, name="nerve"):
@@ -86,7 +105,6 @@ def run(targets, config, mesh=None, name="nerve"):
     mesh_config = config.mesh
     configure_logging(mesh_config.log_level, name)
     mesh = mesh or Mesh(config)
-    binder = Binder(targets, mesh, on_transport=lambda transport: tune_transport(transport, mesh_config.tuning))
     exit_code = [0]
 
     def is_fatal(error):
@@ -97,15 +115,9 @@ def run(targets, config, mesh=None, name="nerve"):
             return True
         return False
 
-    component = _component(mesh_config, name, is_fatal=is_fatal)
-    component.on("join", binder.on_join)
-    component.on("leave", binder.on_leave)
-
     def main(reactor):
-        done = component.start(reactor)
-        reactor.addSystemEventTrigger("before", "shutdown", lambda: _leave(component, done))
+        component, done = start_component(reactor, targets, mesh, name, is_fatal=is_fatal)
         reactor.callWhenRunning(_stop_once_on_signals, reactor)
-        reactor.callWhenRunning(binder.start_offline_timers)
         done.addErrback(lambda failure: exit_code.__setitem__(0, exit_code[0] or 1))
         return done
 
@@ -130,15 +142,16 @@ def _stop_once_on_signals(reactor):
     signal.signal(signal.SIGTERM, on_signal)
 
 
-def _leave(component, done):
-    """Leave the session cleanly, waiting at most two seconds."""
+def leave(component, done, timeout=2):
+    """Leave the session cleanly, waiting at most `timeout` seconds; a Deferred, or None when there is nothing to wait
+    for."""
     if done.called:
         return None  # the component already ended (e.g. a refused credential)
     stopping = component.stop()
     if isinstance(stopping, defer.Deferred):
         from twisted.internet import reactor
 
-        return stopping.addTimeout(2, reactor).addErrback(lambda failure: None)
+        return stopping.addTimeout(timeout, reactor).addErrback(lambda failure: None)
     return None
 
 

@@ -309,12 +309,14 @@ class Orchestrator:
         now = self.clock()
         self.call_times.append(now - sent_at)
         self.stats["analysed"] += sum(len(samples) for _, samples in work)
-        done = {}
+        done, first = {}, {}
         for (host, samples), analysed in zip(work, results):
             self._publish_analysis(host, samples, analysed, analyzer, now)
             done[host.host_id] = [host.analysed_seq, host.analysed_ts, host.level_name]
-        # Standbys follow this (one event per call, not per host) to drop the work already done.
-        self.mesh.publish(ANALYSED_URI, {"hosts": done})
+            first[host.host_id] = [samples[0][0], samples[0][1], len(samples)]
+        # Standbys follow this (one event per call, not per host) to drop the work already done; `samples` (the first
+        # sample's seq and ts, and how many) says which seqs the call analysed, for a counter outside (chaos_bench).
+        self.mesh.publish(ANALYSED_URI, {"hosts": done, "samples": first})
         if self.due:
             self._schedule_dispatch(0)
 

@@ -118,6 +118,99 @@ class ComponentProcess:
         return self.stop(signal.SIGKILL)
 
 
+class MeshUpProcess:
+    """`nerve up ARGS` on a free port with its own secrets file and runtime directory (children's logs under
+    workdir/runtime/<port>/logs), its output in a file: a whole supervised mesh, for tests and benches.
+
+    `status(session)` reads nerve.supervisor.status; `child(...)` finds a child process by its command line.
+    `env` adds variables for `nerve up` and so for every child (e.g. NERVE_WINDOW for the orchestrators)."""
+
+    def __init__(self, workdir=None, *args, port=None, env=None):
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="nerve-up-"))
+        self.port = port or free_port()
+        self.secrets_file = self.workdir / "secrets.json"
+        self.role_secrets = credentials.load_or_create(self.secrets_file)
+        self.runtime = self.workdir / "runtime"
+        self.output_path = self.workdir / "up.log"
+        variables = dict(os.environ, NERVE_SECRETS_FILE=str(self.secrets_file), NERVE_RUNTIME_DIR=str(self.runtime),
+                         PYTHONUNBUFFERED="1")
+        for name in ("NERVE_ROUTER", "NERVE_PORT", "NERVE_HOSTS", "NERVE_LISTEN", "NERVE_ALLOWED_ORIGINS"):
+            variables.pop(name, None)
+        variables.update(env or {})
+        with open(self.output_path, "wb") as output:
+            self.process = subprocess.Popen([sys.executable, "-m", "components", "up", "--port", str(self.port), *args],
+                                            env=variables, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def rawsocket_url(self):
+        """rs://127.0.0.1:PORT"""
+        return f"rs://127.0.0.1:{self.port}"
+
+    @property
+    def websocket_url(self):
+        """ws://127.0.0.1:PORT/ws"""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def ticket(self, role, authid):
+        """The ticket authid must present for role on this mesh."""
+        return credentials.ticket_for(self.role_secrets[role], authid)
+
+    def join(self, role="operator", authid="up-operator"):
+        """A Deferred of a session joined as role (anonymous over WebSocket, any other over RawSocket)."""
+        if role == "anonymous":
+            return join(self.websocket_url)
+        return join(self.rawsocket_url, role, authid, self.ticket(role, authid))
+
+    def wait_ready(self, timeout=60):
+        """Block until the router accepts connections (fails early if `nerve up` exits)."""
+        wait_for_port(self.port, self.process, timeout=timeout)
+        return self
+
+    @staticmethod
+    def status(session):
+        """A Deferred of nerve.supervisor.status: {pid, since, ts, children: [{name, state, pid, restarts, last_exit, ...}]}."""
+        return session.call("nerve.supervisor.status")
+
+    def output(self):
+        """What `nerve up` printed so far (its own lines and every child's)."""
+        return self.output_path.read_text(errors="replace")
+
+    def running(self):
+        """Whether `nerve up` still runs."""
+        return self.process.poll() is None
+
+    def children(self):
+        """`nerve up`'s child processes (psutil), not their own children."""
+        import psutil
+
+        return psutil.Process(self.process.pid).children()
+
+    def child(self, *args):
+        """The child process whose command line ends with args (e.g. "analyzer", "--authid", "analyzer-1"), or None."""
+        import psutil
+
+        for process in self.children():
+            try:
+                command = process.cmdline()
+            except psutil.Error:
+                continue
+            # A child is launch.py for its first milliseconds, with the same command at the end of its own.
+            if command[-len(args):] == list(args) and not any(part.endswith("launch.py") for part in command):
+                return process
+        return None
+
+    def stop(self, timeout=40):
+        """SIGTERM (the ordered stop), then SIGKILL if it takes longer than timeout; returns the exit code."""
+        if self.running():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
 def wait_until(predicate, timeout=5.0, interval=0.05, message="condition"):
     """A Deferred that fires with predicate()'s first truthy value, or fails after timeout seconds."""
     deadline = time.monotonic() + timeout
@@ -148,8 +241,10 @@ def call_until(session, uri, predicate, *args, timeout=5.0, interval=0.05, messa
         yield task.deferLater(reactor, interval, lambda: None)
 
 
-def join(url, role="anonymous", authid=None, ticket=None, realm="nerve", serializers=("json",), ca_file=None):
-    """A Deferred firing with a joined session (anonymous, or a backend role with its ticket); fails if refused."""
+def join(url, role="anonymous", authid=None, ticket=None, realm="nerve", serializers=("json",), ca_file=None,
+         timeout=30.0):
+    """A Deferred firing with a joined session (anonymous, or a backend role with its ticket); fails if refused, or
+    after timeout seconds without an answer."""
     # The same transport and credentials a component builds, without retries (a refusal should fail the test).
     config = MeshConfig(role=role, router=url, realm=realm, authid=authid, ticket=ticket, ca_file=ca_file)
     transport = dict(config.transport(), max_retries=0)
@@ -172,7 +267,7 @@ def join(url, role="anonymous", authid=None, ticket=None, realm="nerve", seriali
     component.on("leave", on_leave)
     done = component.start(reactor)
     done.addErrback(lambda failure: joined.called or joined.errback(failure))
-    return joined
+    return joined.addTimeout(timeout, reactor)
 
 
 class EventLog:

@@ -1,9 +1,16 @@
-// The mesh panel: who is connected (from the router's meta API) and each analyzer instance's load.
+// The mesh panel: who is connected and each analyzer instance's load. The anonymous page may not read the router's
+// session meta API (it carries every session's address and HTTP headers): the router's own nerve.mesh service
+// (router/mesh_view.py) answers instead, with each backend session's id, authid and role, and only a count of the
+// anonymous ones. Under `nerve up`, its supervisor's retained nerve.supervisor.children event adds every child process
+// with its state, restarts and last exit.
 
 import { formatValue, naturalCompare } from "./format.js";
 import { frameScheduler } from "./schedule.js";
 
-const ANALYZE_URI = "nerve.analyze";
+const SESSIONS_URI = "nerve.mesh.sessions";
+const CHILDREN_TOPIC = "nerve.supervisor.children";
+// A child process in these states is not doing its work.
+const TROUBLED = new Set(["restarting", "failed"]);
 // Analyzer loads arrive every second per instance; drawing them once a second is enough.
 const LOAD_GAP_MS = 1000;
 const ROLES = ["tracker", "simulator", "analyzer", "orchestrator", "dashboard", "operator", "component"];
@@ -15,44 +22,47 @@ export class MeshPanel {
     this.onLeaveHandler = onLeave;
     this.onOrchestrator = onOrchestrator;
     this.sessions = new Map();
-    // Sessions that left while attach() was still asking who is there: their details may arrive after the leave.
-    this.leftWhileListing = null;
+    this.anonymous = 0;
     this.callees = [];
     this.loads = new Map();
     this.session = null;
-    this.refreshTimer = null;
-    this.refreshing = null;
     this.counts = {};
     this.scheduleLoads = frameScheduler(() => this.render(), LOAD_GAP_MS);
     this.calleesKnown = false;
+    this.children = null; // nerve up's child processes, once its supervisor has said
+    this.childRows = new Map();
   }
 
-  // Called on every (re)join: rebuild everything from the router, then follow its meta events.
+  // Called on every (re)join: rebuild everything from the router, then follow nerve.mesh's events.
   async attach(session) {
     this.session = session;
     this.sessions.clear();
     this.callees = [];
     this.calleesKnown = false;
-    this.leftWhileListing = new Set();
+    this.anonymous = 0;
+    this.children = null;
     const on = (topic, handler, options) => session.subscribe(topic, handler, options);
+    // Events that arrive while the listing is on its way are applied to it afterwards, in order.
+    const early = [];
+    let listed = false;
+    const when = (handler) => (args) => (listed ? handler(args[0]) : early.push(() => handler(args[0])));
     await Promise.all([
-      on("wamp.session.on_join", (args) => this._joined(args[0])),
-      on("wamp.session.on_leave", (args) => this._left(args[0])),
-      on("wamp.registration.on_register", () => this.refreshCallees()),
-      on("wamp.registration.on_unregister", () => this.refreshCallees()),
+      on("nerve.mesh.joined", when((event) => this._joined(event))),
+      on("nerve.mesh.left", when((event) => this._left(event))),
+      on("nerve.mesh.analyzers", when((event) => this._analyzers(event))),
       on("nerve.analyzer.", (args, kwargs, details) => this._load(args[0], details), { match: "prefix" }),
+      // Retained: the latest state at once, whenever the page opens.
+      on(CHILDREN_TOPIC, (args) => this._children(args[0]), { get_retained: true }),
     ]);
-    const ids = await session.call("wamp.session.list");
-    const details = await Promise.allSettled(ids.map((id) => session.call("wamp.session.get", [id])));
-    const leftWhileListing = this.leftWhileListing;
-    this.leftWhileListing = null;
-    const present = details.filter((result) => result.status === "fulfilled" && result.value).map((result) => result.value);
-    for (const info of present) if (!leftWhileListing.has(info.session)) this._remember(info);
-    for (const info of present) {
-      if (leftWhileListing.has(info.session)) this.onLeaveHandler?.(info);
-      else this.onJoinHandler?.(info);
-    }
-    await this.refreshCallees();
+    const view = await session.call(SESSIONS_URI);
+    if (session !== this.session) return;
+    const present = Array.isArray(view?.sessions) ? view.sessions : [];
+    for (const info of present) this._remember(info);
+    this.anonymous = Number(view?.anonymous) || 0;
+    this._analyzers(view);
+    for (const info of present) this.onJoinHandler?.(info);
+    listed = true;
+    for (const apply of early.splice(0)) apply();
     this.render();
   }
 
@@ -62,31 +72,58 @@ export class MeshPanel {
   }
 
   _remember(info) {
-    if (info && info.session !== undefined) {
+    if (info && info.session !== undefined && info.session !== null) {
       this.sessions.set(info.session, { authid: info.authid, authrole: info.authrole });
     }
   }
 
-  _joined(info) {
-    this._remember(info);
-    this.onJoinHandler?.(info);
-    if (info?.authrole === "analyzer") this.refreshCallees();
-    if (info?.authrole === "orchestrator") this.onOrchestrator?.("join", info);
+  // A backend session {session, authid, authrole}, or {anonymous: count} when a dashboard joined.
+  _joined(event) {
+    if (!event || typeof event !== "object") return;
+    if (event.anonymous !== undefined) {
+      this.anonymous = Number(event.anonymous) || 0;
+    } else if (!this.sessions.has(event.session)) {
+      this._remember(event);
+      this.onJoinHandler?.(event);
+      if (event.authrole === "orchestrator") this.onOrchestrator?.("join", event);
+    }
     this.scheduleRender();
   }
 
-  _left(sessionId) {
-    const info = this.sessions.get(sessionId);
-    this.sessions.delete(sessionId);
-    this.leftWhileListing?.add(sessionId);
+  _left(event) {
+    if (!event || typeof event !== "object") return;
+    if (event.anonymous !== undefined) {
+      this.anonymous = Number(event.anonymous) || 0;
+      this.scheduleRender();
+      return;
+    }
+    const info = this.sessions.get(event.session);
+    this.sessions.delete(event.session);
     if (info) {
       this.onLeaveHandler?.(info);
       if (info.authrole === "analyzer") {
         this.loads.delete(info.authid);
-        this.refreshCallees();
+        this.callees = this.callees.filter((callee) => callee.session !== event.session);
       }
       if (info.authrole === "orchestrator") this.onOrchestrator?.("leave", info);
     }
+    this.scheduleRender();
+  }
+
+  // The sessions serving nerve.analyze, as [{session, authid}].
+  _analyzers(event) {
+    if (!Array.isArray(event?.analyzers)) return;
+    this.callees = event.analyzers
+      .map((callee) => ({ session: callee.session, authid: String(callee.authid ?? callee.session) }))
+      .sort((a, b) => naturalCompare(a.authid, b.authid));
+    this.calleesKnown = true;
+    this.scheduleRender();
+  }
+
+  // nerve up's child processes: {children: [{name, state, restarts, last_exit: {reason, at}, log}]}.
+  _children(event) {
+    if (!Array.isArray(event?.children)) return;
+    this.children = event.children.filter((child) => child && typeof child.name === "string");
     this.scheduleRender();
   }
 
@@ -103,52 +140,12 @@ export class MeshPanel {
     this.scheduleLoads();
   }
 
-  // Coalesces bursts of meta events (an analyzer leaving fires leave + unregister) into one lookup.
-  refreshCallees() {
-    if (this.refreshTimer) return this.refreshing;
-    this.refreshing = new Promise((resolve) => {
-      this.refreshTimer = setTimeout(async () => {
-        this.refreshTimer = null;
-        try {
-          await this._queryCallees();
-        } catch (error) {
-          console.warn("nerve: could not list analyzers", error);
-        }
-        this.scheduleRender();
-        resolve();
-      }, 30);
-    });
-    return this.refreshing;
-  }
-
-  async _queryCallees() {
-    const session = this.session;
-    if (!session || !session.isOpen) return;
-    const registration = await session.call("wamp.registration.lookup", [ANALYZE_URI, { match: "exact" }]);
-    let ids = [];
-    if (registration !== null && registration !== undefined) {
-      ids = await session.call("wamp.registration.list_callees", [registration]).catch(() => []);
-    }
-    const callees = [];
-    for (const id of ids) {
-      let info = this.sessions.get(id);
-      if (!info) {
-        info = await session.call("wamp.session.get", [id]).catch(() => null);
-        if (info) this._remember(info);
-      }
-      callees.push({ session: id, authid: info?.authid ?? String(id) });
-    }
-    if (session === this.session) {
-      this.callees = callees.sort((a, b) => naturalCompare(a.authid, b.authid));
-      this.calleesKnown = true;
-    }
-  }
-
   countByRole() {
     const counts = Object.fromEntries(ROLES.map((role) => [role, 0]));
     for (const info of this.sessions.values()) {
       if (counts[info.authrole] !== undefined) counts[info.authrole] += 1;
     }
+    counts.dashboard += this.anonymous;
     return counts;
   }
 
@@ -178,6 +175,61 @@ export class MeshPanel {
     const analyzerRow = root.querySelector('[data-mesh-row="analyzers"]');
     if (analyzerRow) analyzerRow.classList.toggle("warn", online && this.calleesKnown && this.callees.length === 0);
     this._renderAnalyzers(root.querySelector("[data-mesh-analyzers]"), online);
+    this._renderChildren(root.querySelector("[data-mesh-children]"), online);
+  }
+
+  _renderChildren(tbody, online) {
+    const wrap = this.root.querySelector("[data-mesh-processes]");
+    if (!tbody || !wrap) return;
+    const children = online && this.children ? this.children : [];
+    wrap.hidden = children.length === 0;
+    const seen = new Set();
+    let order = false;
+    for (const child of children) {
+      seen.add(child.name);
+      let row = this.childRows.get(child.name);
+      if (!row) {
+        row = this._childRow(child.name);
+        this.childRows.set(child.name, row);
+        order = true;
+      }
+      const state = child.state === "failed" ? "left stopped" : String(child.state ?? "–");
+      const restarts = String(Number(child.restarts) || 0);
+      const exit = child.last_exit ? String(child.last_exit.reason ?? "–") : "–";
+      if (row.state.textContent !== state) row.state.textContent = state;
+      if (row.restarts.textContent !== restarts) row.restarts.textContent = restarts;
+      if (row.exit.textContent !== exit) row.exit.textContent = exit;
+      row.exit.title = child.last_exit?.at ? `at ${new Date(child.last_exit.at * 1000).toLocaleTimeString()}` : "";
+      row.state.title = child.state === "failed" && child.log ? `its log: ${child.log}` : "";
+      row.tr.dataset.state = String(child.state ?? "");
+      row.tr.classList.toggle("warn", TROUBLED.has(child.state));
+    }
+    for (const [name, row] of this.childRows) {
+      if (!seen.has(name)) {
+        row.tr.remove();
+        this.childRows.delete(name);
+      }
+    }
+    if (order) tbody.replaceChildren(...children.map((child) => this.childRows.get(child.name).tr));
+  }
+
+  _childRow(name) {
+    const tr = document.createElement("tr");
+    tr.dataset.child = name;
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = name;
+    const cell = (col, className) => {
+      const td = document.createElement("td");
+      td.dataset.col = col;
+      if (className) td.className = className;
+      return td;
+    };
+    const state = cell("state");
+    const restarts = cell("restarts", "num");
+    const exit = cell("exit");
+    tr.append(th, state, restarts, exit);
+    return { tr, state, restarts, exit };
   }
 
   _renderAnalyzers(tbody, online) {

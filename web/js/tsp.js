@@ -1,8 +1,10 @@
 // The TSP page: random or TSPLIB cities, nerve.tsp.solve with progressive results drawn live, compute instance load.
+// Watching is anonymous; a solve holds the mesh's compute instances, so it runs in a second session signed in
+// with an operator's ticket (`nerve credential operator NAME`), which the router's authenticator recognises.
 
 /* global autobahn */
 
-import { Connection } from "./connection.js";
+import { Connection, routerUrl } from "./connection.js";
 import { errorText } from "./format.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -90,6 +92,136 @@ function draw() {
   canvas.dataset.drawn = String(Number(canvas.dataset.drawn || 0) + 1);
 }
 
+// -- signing in: a ticket-authenticated session of its own, reconnecting like the page's anonymous one ---------
+const SIGNIN_DELAYS = [0.5, 1, 2];
+
+class SignedInSession {
+  constructor({ url = routerUrl(), realm = "nerve", onChange = () => {} } = {}) {
+    this.url = url;
+    this.realm = realm;
+    this.onChange = onChange;
+    this.session = null;
+    this.authid = null;
+    this.role = null;
+    this.state = "signed-out";
+    this.connection = null;
+    this.retries = 0;
+    this.retryTimer = null;
+  }
+
+  // Resolves once the router accepted the ticket; rejects with the router's reason if it did not.
+  signIn(authid, ticket) {
+    this.signOut();
+    this.authid = authid;
+    this._set("signing-in");
+    // The ticket goes only to this connection; it is kept in memory, never stored.
+    const connection = new autobahn.Connection({
+      url: this.url,
+      realm: this.realm,
+      authmethods: ["ticket"],
+      authid,
+      onchallenge: (session, method) => {
+        if (method === "ticket") return ticket;
+        throw new Error(`the router asked for ${method}, not a ticket`);
+      },
+      max_retries: 0,
+      retry_if_unreachable: false,
+    });
+    this.connection = connection;
+    let joinedOnce = false;
+    return new Promise((resolve, reject) => {
+      connection.onopen = (session, details) => {
+        if (this.connection !== connection) return;
+        joinedOnce = true;
+        this.retries = 0;
+        this.session = session;
+        this.role = details?.authrole ?? null;
+        this._set("signed-in");
+        resolve(session);
+      };
+      connection.onclose = (reason, details) => {
+        if (this.connection !== connection) return true;
+        this.session = null;
+        // The ticket is no longer good (e.g. the router's secrets were replaced): reconnecting will not help.
+        const refused = details?.reason === "nerve.error.not_authenticated";
+        if (!joinedOnce || refused) {
+          // A wrong ticket (or no router): stop, and say why.
+          this.connection = null;
+          const message = details?.message || details?.reason || `the router is ${reason}`;
+          this._set("refused", `${details?.reason ? `${details.reason}: ` : ""}${message}`);
+          reject(new Error(this.message));
+          return true;
+        }
+        this._set("reconnecting");
+        const delay = SIGNIN_DELAYS[Math.min(this.retries, SIGNIN_DELAYS.length - 1)];
+        this.retries += 1;
+        this.retryTimer = setTimeout(() => {
+          try { connection.open(); } catch (error) { /* already opening */ }
+        }, delay * 1000);
+        return true; // our retry, not autobahn's (which stops for good after a GOODBYE)
+      };
+      connection.open();
+    });
+  }
+
+  signOut() {
+    clearTimeout(this.retryTimer);
+    const connection = this.connection;
+    this.connection = null;
+    this.session = null;
+    this.role = null;
+    if (connection) {
+      try { connection.close(); } catch (error) { /* not open */ }
+    }
+    if (this.state !== "signed-out") this._set("signed-out");
+  }
+
+  _set(state, message = "") {
+    this.state = state;
+    this.message = message;
+    this.onChange(this);
+  }
+}
+
+const SIGNIN_TEXT = {
+  "signed-out": () => "Not signed in.",
+  "signing-in": (link) => `Signing in as ${link.authid}…`,
+  "signed-in": (link) => `Signed in as ${link.authid} (${link.role}).`,
+  reconnecting: (link) => `Signed in as ${link.authid}; connection lost, reconnecting…`,
+  refused: (link) => `Sign-in refused: ${link.message}`,
+};
+
+const signedIn = new SignedInSession({
+  onChange: (link) => {
+    const state = $("#tsp-signin-state");
+    state.dataset.state = link.state;
+    state.textContent = SIGNIN_TEXT[link.state]?.(link) ?? link.state;
+    const inside = link.state === "signed-in" || link.state === "reconnecting";
+    $("#tsp-signout").hidden = !inside;
+    $("#tsp-signin-button").disabled = link.state === "signing-in";
+    for (const id of ["#tsp-authid", "#tsp-ticket"]) $(id).disabled = inside;
+    if (link.state !== "signed-in" && solving && !link.session) {
+      message("The signed-in session closed during the solve.");
+      solving = false;
+      $("#tsp-solve").disabled = false;
+    }
+  },
+});
+
+function signIn(submit) {
+  submit.preventDefault();
+  const authid = $("#tsp-authid").value.trim();
+  const ticket = $("#tsp-ticket").value.trim();
+  if (!authid || !ticket) {
+    signedIn._set("refused", "enter the name and the ticket `nerve credential operator NAME` printed for it");
+    return;
+  }
+  signedIn.signIn(authid, ticket).then(() => {
+    $("#tsp-ticket").value = "";
+    message("");
+  }, () => {});
+}
+
 // -- solving --------------------------------------------------------------------------------------------
 function message(text, state = "error") {
   const el = $("#tsp-message");
@@ -124,8 +256,13 @@ function progress(raw) {
 function solve(submit) {
   submit.preventDefault();
   if (solving) return;
-  const session = connection.session;
-  if (!session) { message("Not connected to the router yet; try again in a moment."); return; }
+  const session = signedIn.session;
+  if (!session) {
+    message(signedIn.state === "reconnecting" ? "The signed-in session is reconnecting; try again in a moment."
+      : "Sign in first: a solve runs on the mesh's compute instances, which anonymous visitors may not start.");
+    $("#tsp-authid").focus();
+    return;
+  }
   const text = $("#tsp-budget").value.trim();
   const budget = Number(text);
   if (!text || !Number.isFinite(budget)) { message("The budget must be a number of seconds."); return; }
@@ -154,6 +291,7 @@ function solve(submit) {
       $("#tsp-state").textContent = "failed";
       let text = errorText(error);
       if (error?.error === "wamp.error.no_such_procedure") text = `No solver is connected: start \`nerve solver\` (${error.error})`;
+      if (error?.error === "wamp.error.not_authorized") text = `${signedIn.authid}'s role (${signedIn.role}) may not start a solve: sign in as an operator (${error.error})`;
       message(`Solve failed: ${text}`);
       finished();
     },
@@ -222,15 +360,9 @@ connection.onStatus((status) => {
   $("#connection-text").textContent = STATUS_TEXT[status.state]?.(status) ?? status.state;
 });
 connection.onOpen((session) => session.subscribe("nerve.compute.", load, { match: "prefix" }));
-connection.onClose(() => {
-  if (solving) {
-    message("The connection to the router was lost during the solve.");
-    solving = false;
-    $("#tsp-solve").disabled = false;
-  }
-});
-
 $("#tsp-form").addEventListener("submit", solve);
+$("#tsp-signin").addEventListener("submit", signIn);
+$("#tsp-signout").addEventListener("click", () => signedIn.signOut());
 $("#tsp-generate").addEventListener("click", () => {
   $("#tsp-seed").value = String(Number($("#tsp-seed").value || 0) + 1);
   regenerate();
@@ -241,4 +373,4 @@ window.addEventListener("resize", draw);
 
 regenerate();
 connection.start();
-window.tsp = { connection, instances, get cities() { return cities; } };
+window.tsp = { connection, signedIn, instances, get cities() { return cities; } };
