@@ -22,9 +22,10 @@ import psutil
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, threads
 
-from components.testing.live import RouterProcess, join, publish_acknowledged, sleep, wait_until
+from components.testing.live import ComponentProcess, EventLog, RouterProcess, join, publish_acknowledged, sleep, wait_until
 from router import guards
 from router.limits import RECURSION_LIMIT
 
@@ -35,6 +36,7 @@ from components.testing.raw import (
 GUARDS_OFF = os.environ.get("NERVE_HARDENING_GUARDS", "")
 MEMORY_MB = 50
 LOG_BYTES = 100 * 1024
+GAP_SECONDS = 1.0
 SOURCE = attacker_source()
 
 
@@ -46,6 +48,28 @@ def router(tmp_path_factory):
     process = RouterProcess(tmp_path_factory.mktemp("hardening"), tuning=tuning).start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def digests(router):
+    """Arrival times of nerve.digest at an anonymous page's session, from an orchestrator fed by 20 simulated hosts:
+    what the mesh keeps routing while the attacks run."""
+    processes = [ComponentProcess(router, "orchestrator", "--authid", "hardening-orchestrator"),
+                 ComponentProcess(router, "tracker", "--hosts", "20")]
+    page = pytest_twisted.blockon(join(router.websocket_url))
+    events = EventLog()
+    pytest_twisted.blockon(page.subscribe(events, "nerve.digest", options=SubscribeOptions(details_arg="details")))
+    pytest_twisted.blockon(wait_until(lambda: len(events.arrivals) >= 4, timeout=30, message="digests flowing"))
+    yield events
+    pytest_twisted.blockon(page.leave())
+    for process in processes:
+        process.stop()
+
+
+def longest_digest_gap(digests, meter):
+    """The longest time without a digest while the meter ran (its start and end count as arrivals)."""
+    arrivals = [meter.started] + [at for at in digests.arrivals if meter.started < at < meter.ended] + [meter.ended]
+    return max(later - earlier for earlier, later in zip(arrivals, arrivals[1:]))
 
 
 def page_answer_seconds(router):
@@ -68,8 +92,10 @@ def assert_still_serving(router):
     return stats
 
 
-def assert_bounded(meter, log_text):
-    """Memory and log growth within the bounds, and no traceback in what was logged."""
+def assert_bounded(meter, log_text, digests):
+    """Memory and log growth within the bounds, digests routed without a gap over 1 s, no traceback logged."""
+    gap = longest_digest_gap(digests, meter)
+    assert gap < GAP_SECONDS, f"no digest for {gap:.2f} s while the attack ran"
     assert meter.memory_mb < MEMORY_MB, f"router worker grew {meter.memory_mb:.0f} MB"
     assert meter.log_bytes < LOG_BYTES, f"router log grew {meter.log_bytes / 1024:.0f} KB"
     assert "Traceback" not in log_text
@@ -101,7 +127,7 @@ def test_the_running_router_keeps_the_recursion_limit(router):
 
 
 @pytest_twisted.inlineCallbacks
-def test_deeply_nested_json_before_hello_is_refused_in_one_line(router):
+def test_deeply_nested_json_before_hello_is_refused_in_one_line(router, digests):
     before = len(router.log_text())
     with WorkerMeter(router) as meter:
         sock, head = websocket_upgrade(router.port, source=SOURCE)
@@ -122,7 +148,7 @@ def test_deeply_nested_json_before_hello_is_refused_in_one_line(router):
     close_all([sock, large] + binary)
     assert time.monotonic() - started < 3.0 and seconds < 2.0  # the close handshake waits 1 s for the peer
     logged = new_log(router, before)
-    assert_bounded(meter, logged)
+    assert_bounded(meter, logged, digests)
     assert len(peer_lines(logged)) <= 4, logged[:2000]  # one line per connection
     yield assert_still_serving(router)
 
@@ -145,7 +171,7 @@ def test_deep_nesting_costs_the_router_milliseconds(router):
 
 
 @pytest_twisted.inlineCallbacks
-def test_deep_nesting_over_rawsocket_is_one_line_per_connection(router):
+def test_deep_nesting_over_rawsocket_is_one_line_per_connection(router, digests):
     before = len(router.log_text())
     payloads = {2: deep_msgpack(65000), 3: b"\x81" * 65000 + b"\xa0", 1: deep_json(32000)}  # msgpack, cbor, json
     with WorkerMeter(router) as meter:
@@ -159,13 +185,13 @@ def test_deep_nesting_over_rawsocket_is_one_line_per_connection(router):
         yield log_quiet(router)
     close_all(socks)
     logged = new_log(router, before)
-    assert_bounded(meter, logged)
+    assert_bounded(meter, logged, digests)
     assert len(peer_lines(logged)) <= len(payloads), logged[:2000]
     yield assert_still_serving(router)
 
 
 @pytest_twisted.inlineCallbacks
-def test_large_messages_before_join_are_refused_by_their_length(router):
+def test_large_messages_before_join_are_refused_by_their_length(router, digests):
     before = len(router.log_text())
     message = rawsocket_message(empty_maps_msgpack(8 * 2**20))  # ~450 MB once parsed
     with WorkerMeter(router) as meter:
@@ -178,7 +204,7 @@ def test_large_messages_before_join_are_refused_by_their_length(router):
         yield closed_within([websocket], 2.0)
         yield log_quiet(router)
     close_all(socks + [websocket])
-    assert_bounded(meter, new_log(router, before))
+    assert_bounded(meter, new_log(router, before), digests)
     yield assert_still_serving(router)
 
 
@@ -227,7 +253,7 @@ def test_a_joined_backend_keeps_the_large_limit_and_anonymous_sessions_a_moderat
 
 
 @pytest_twisted.inlineCallbacks
-def test_refused_logins_are_short_rate_limited_lines(router):
+def test_refused_logins_are_short_rate_limited_lines(router, digests):
     before = len(router.log_text())
     with WorkerMeter(router) as meter:
         for index in range(12):  # 60 KB authids fit the limit before HELLO: the authenticator refuses them
@@ -238,7 +264,7 @@ def test_refused_logins_are_short_rate_limited_lines(router):
             yield join(router.rawsocket_url, "tracker", "B" * 2**20, "not-the-ticket")
         yield log_quiet(router)
     logged = new_log(router, before)
-    assert_bounded(meter, logged)
+    assert_bounded(meter, logged, digests)
     refusals = [line for line in logged.splitlines() if "authentication refused" in line]
     assert 1 <= len(refusals) <= guards.PEER_LOG_LINES
     assert all(len(line) < 600 for line in logged.splitlines()), max(logged.splitlines(), key=len)[:1000]
@@ -247,7 +273,7 @@ def test_refused_logins_are_short_rate_limited_lines(router):
 
 
 @pytest_twisted.inlineCallbacks
-def test_meta_calls_with_missing_arguments_log_one_line_without_traceback(router):
+def test_meta_calls_with_missing_arguments_log_one_line_without_traceback(router, digests):
     before = len(router.log_text())
     with WorkerMeter(router) as meter:
         dashboard = yield join(router.websocket_url)
@@ -258,13 +284,13 @@ def test_meta_calls_with_missing_arguments_log_one_line_without_traceback(router
         yield dashboard.leave()
         yield log_quiet(router)
     logged = new_log(router, before)
-    assert_bounded(meter, logged)
+    assert_bounded(meter, logged, digests)
     assert len(peer_lines(logged)) <= guards.PEER_LOG_LINES, logged[:3000]
     yield assert_still_serving(router)
 
 
 @pytest_twisted.inlineCallbacks
-def test_connections_that_never_join_are_closed_at_the_deadline(router):
+def test_connections_that_never_join_are_closed_at_the_deadline(router, digests):
     before = len(router.log_text())
     idle_dashboard = yield join(router.websocket_url)  # joined: never closed for being quiet
     with WorkerMeter(router) as meter:
@@ -283,7 +309,7 @@ def test_connections_that_never_join_are_closed_at_the_deadline(router):
     close_all(socks)
     assert idle_dashboard.is_attached()
     yield idle_dashboard.leave()
-    assert_bounded(meter, new_log(router, before))
+    assert_bounded(meter, new_log(router, before), digests)
     yield assert_still_serving(router)
 
 

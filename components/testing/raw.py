@@ -161,6 +161,7 @@ class WorkerMeter:
             time.sleep(self.interval)
 
     def __enter__(self):
+        self.started = time.monotonic()
         self.rss = self.peak = self.process.memory_info().rss
         self.cpu = self._cpu()
         self.log = len(self.router.log_text().encode())
@@ -175,6 +176,7 @@ class WorkerMeter:
         self.cpu_seconds = self._cpu() - self.cpu
         self.memory_mb = (self.peak - self.rss) / 2**20
         self.log_bytes = len(self.router.log_text().encode()) - self.log
+        self.ended = time.monotonic()
 
 
 def log_quiet(router, seconds=1.0, timeout=15.0):
