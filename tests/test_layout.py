@@ -1,6 +1,7 @@
 """The house rules of the code: every module imports alone, no import cycles, one public framework API."""
 
 import ast
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -86,3 +87,12 @@ def test_importing_the_framework_loads_no_wamp_library():
     code = "import sys, components; print(sorted(m for m in sys.modules if m.split('.')[0] in ('autobahn', 'twisted')))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_rooms_in_the_architecture_doc_name_every_module_and_no_other():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    rooms = doc.split("## Rooms", 1)[1].split("```")[1]
+    named = set(re.findall(r"([a-z_]+\.py)\b", rooms))
+    present = {path.name for folder in (*PACKAGES, "examples") for path in (ROOT / folder).rglob("*.py")}
+    assert not present - named - {"__init__.py"}, f"modules docs/architecture.md's Rooms do not name: {present - named}"
+    assert not named - present, f"Rooms name modules that do not exist: {named - present}"
