@@ -21,7 +21,21 @@ from components.mesh.config import MeshConfig
 from components.node.routerctl import free_port, router_command, wait_for_port
 
 
-class RouterProcess:
+class _LocalRouterUrls:
+    """The URLs of a router on 127.0.0.1 at self.port."""
+
+    @property
+    def rawsocket_url(self):
+        """rs://127.0.0.1:PORT"""
+        return f"rs://127.0.0.1:{self.port}"
+
+    @property
+    def websocket_url(self):
+        """ws://127.0.0.1:PORT/ws"""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+class RouterProcess(_LocalRouterUrls):
     """A Crossbar router running the project's config on a free port, with its own secrets file."""
 
     def __init__(self, workdir=None, port=None, tls=None, tuning=None):
@@ -33,16 +47,6 @@ class RouterProcess:
         self.role_secrets = credentials.load_or_create(self.secrets_file)
         self.log_path = self.workdir / "router.log"
         self.process = None
-
-    @property
-    def rawsocket_url(self):
-        """rs://127.0.0.1:PORT"""
-        return f"rs://127.0.0.1:{self.port}"
-
-    @property
-    def websocket_url(self):
-        """ws://127.0.0.1:PORT/ws"""
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     @property
     def http_url(self):
@@ -118,7 +122,7 @@ class ComponentProcess:
         return self.stop(signal.SIGKILL)
 
 
-class MeshUpProcess:
+class MeshUpProcess(_LocalRouterUrls):
     """`nerve up ARGS` on a free port with its own secrets file and runtime directory (children's logs under
     workdir/runtime/<port>/logs), its output in a file: a whole supervised mesh, for tests and benches.
 
@@ -140,16 +144,6 @@ class MeshUpProcess:
         with open(self.output_path, "wb") as output:
             self.process = subprocess.Popen([sys.executable, "-m", "components", "up", "--port", str(self.port), *args],
                                             env=variables, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def rawsocket_url(self):
-        """rs://127.0.0.1:PORT"""
-        return f"rs://127.0.0.1:{self.port}"
-
-    @property
-    def websocket_url(self):
-        """ws://127.0.0.1:PORT/ws"""
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def ticket(self, role, authid):
         """The ticket authid must present for role on this mesh."""
