@@ -1,5 +1,7 @@
 """Faults survived with nothing lost: router restart with replay, an analyzer killed mid-call."""
 
+import os
+import signal
 import time
 
 import pytest
@@ -225,3 +227,31 @@ def test_keyword_arguments_from_a_publisher_neither_spoof_details_nor_stop_the_c
     # The first is a valid measurement on its topic (the router's details win); the second does not fit the handler.
     assert [sample["seq"] for sample in history["samples"]] == [1, 3]
     assert stats["dropped"]["nerve.measure.kwargs-host"] == 1 and "on_measure" not in stats["handler_errors"]
+
+
+@pytest_twisted.inlineCallbacks
+@pytest.mark.parametrize("fail_calls_on_leave", [True, False])
+def test_a_call_in_flight_when_the_router_dies_fails_at_once_unless_switched_off(own_router, fail_calls_on_leave):
+    from components.mesh.binder import Binder
+    from components.mesh.config import MeshConfig
+    from components.mesh.session import Mesh
+
+    router, _ = own_router
+    callee = yield join(router.rawsocket_url, "analyzer", "never-answers", router.ticket("analyzer", "never-answers"))
+    yield callee.register(lambda *args, **kwargs: defer.Deferred(), "nerve.analyze")
+    caller = yield join(router.rawsocket_url, "orchestrator", "caller", router.ticket("orchestrator", "caller"))
+    # The caller's leave goes to a Binder as a component's does under `nerve run`.
+    config = MeshConfig(role="orchestrator", tuning={"fail_calls_on_leave": fail_calls_on_leave})
+    binder = Binder([], Mesh(type("Config", (), {"mesh": config})()), fail_outstanding=fail_calls_on_leave)
+    caller.on("leave", binder.on_leave)
+    outcomes = []
+    for _ in range(3):
+        caller.call("nerve.analyze", [1]).addBoth(outcomes.append)
+    yield sleep(0.3)  # the calls reach the callee, which never answers
+    os.killpg(router.process.pid, signal.SIGKILL)  # the router's whole process group: controller and worker
+    if fail_calls_on_leave:
+        yield wait_until(lambda: len(outcomes) == 3, timeout=5, message="the three calls failing")
+        assert all("transport_lost" in str(outcome) or "closed" in str(outcome) for outcome in outcomes), outcomes
+    else:
+        yield sleep(2)  # how long the calls stay pending is the point: Autobahn's Component session never fails them
+        assert outcomes == []

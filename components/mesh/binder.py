@@ -16,6 +16,14 @@ def transport_of(session):
     return getattr(session.transport, "transport", None)
 
 
+def fail_outstanding_requests(session, details):
+    """Fail the session's calls and publishes still waiting for an answer, as Autobahn's ApplicationSession.onLeave
+    does and the session of its Component does not (docs/deviations.md, fail_calls_on_leave)."""
+    error = ApplicationError(details.reason or "wamp.close.transport_lost", details.message or "left the router")
+    # Private in Autobahn 26.10.2; without it a call in flight when the router dies never fires.
+    session._errback_outstanding_requests(error)
+
+
 def run_tick(invoke, name):
     """Run one round of a timer or hook; a failing round is logged and the timer keeps running."""
     result = defer.maybeDeferred(invoke, (), {}, None)
@@ -25,9 +33,10 @@ def run_tick(invoke, name):
 class Binder:
     """Binds the decorated functions of targets to each new session and unbinds timers on leave."""
 
-    def __init__(self, targets, mesh, on_transport=None):
+    def __init__(self, targets, mesh, on_transport=None, fail_outstanding=False):
         self.bindings = bindings_of(*targets)
         self.on_transport = on_transport  # called with each new session's Twisted transport (to tune the connection)
+        self.fail_outstanding = fail_outstanding
         self.mesh = mesh
         self.timers = []
         self.joined = defer.Deferred()
@@ -80,7 +89,9 @@ class Binder:
         raise TypeError(f"unknown binding {binding!r}")
 
     def on_leave(self, session, details):
-        """Stop the timers; they restart on the next join."""
+        """Fail what is still waiting for the router (when asked to), stop the timers; they restart on the next join."""
+        if self.fail_outstanding:
+            fail_outstanding_requests(session, details)
         for timer in self.timers:
             if timer.running:
                 timer.stop()

@@ -89,7 +89,8 @@ def start_component(reactor, targets, mesh, name, is_fatal=None, leave_on_shutdo
     Returns the autobahn Component and the Deferred that fires when it ends for good; `leave(component, done)`
     leaves. With leave_on_shutdown the session also leaves before the reactor shuts down."""
     mesh_config = mesh.config.mesh
-    binder = Binder(targets, mesh, on_transport=lambda transport: tune_transport(transport, mesh_config.tuning))
+    binder = Binder(targets, mesh, on_transport=lambda transport: tune_transport(transport, mesh_config.tuning),
+                    fail_outstanding=mesh_config.tuning["fail_calls_on_leave"])
     component = _component(mesh_config, name, is_fatal=is_fatal, waiting_notice=waiting_notice)
     component.on("join", binder.on_join)
     component.on("leave", binder.on_leave)

@@ -17,6 +17,7 @@ COMPONENT_DEFAULTS = MappingProxyType({
     "large_messages_at_once": True,  # a large message read and written in one go, not 64/128 KiB a turn
     "freeze_startup_heap": True,  # start-up objects kept out of garbage collections (gc.freeze)
     "young_collections": True,  # the youngest generation collected after 10,000 new objects, not 700
+    "fail_calls_on_leave": True,  # calls in flight fail when the router connection is lost (else they never fire)
 })
 # The library versions every patch of the tuning was verified against (tests/test_deviations.py fails on others).
 VERIFIED_VERSIONS = MappingProxyType({"autobahn": "26.10.2", "crossbar": "26.10.1", "twisted": "26.10.0"})
