@@ -216,6 +216,7 @@ def child_record(status, name):
 def test_a_killed_analyzer_is_restarted_within_seconds_and_analysis_goes_on(nerve_up):
     session = yield nerve_up.join()
     yield wait_for_callees(session, "nerve.analyze", 2, timeout=40)
+    yield wait_for_callees(session, "nerve.stats", 1, timeout=40)  # the orchestrator may join after the analyzers
     stats = yield call_until(session, "nerve.stats", lambda stats: stats.get("analysed", 0) > 0, timeout=30,
                              message="a first analysis")
     victim = nerve_up.child("analyzer", "--authid", "analyzer-1")
