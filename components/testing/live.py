@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from autobahn.twisted.component import Component
+from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, reactor, task
 
@@ -224,12 +225,20 @@ def wait_until(predicate, timeout=5.0, interval=0.05, message="condition"):
 
 @defer.inlineCallbacks
 def call_until(session, uri, predicate, *args, timeout=5.0, interval=0.05, message=None, **kwargs):
-    """Call uri again and again until predicate(result) is truthy; return that result, or fail after timeout seconds."""
+    """Call uri again and again until predicate(result) is truthy; return that result, or fail after timeout seconds.
+
+    A procedure not registered yet counts as a "not yet"."""
     deadline = time.monotonic() + timeout
     while True:
-        result = yield session.call(uri, *args, **kwargs)
-        if predicate(result):
-            return result
+        try:
+            result = yield session.call(uri, *args, **kwargs)
+        except ApplicationError as error:
+            if error.error != "wamp.error.no_such_procedure" or time.monotonic() > deadline:
+                raise
+            result = None  # not registered yet (its component is still joining): ask again
+        else:
+            if predicate(result):
+                return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message or uri}; last answer: {result!r:.300}")
         yield task.deferLater(reactor, interval, lambda: None)
