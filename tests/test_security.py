@@ -241,20 +241,11 @@ def test_a_websocket_client_that_names_no_role_joins_with_its_tickets_role(route
 
 def handshake(port, origin=None):
     """The HTTP status line of a raw WebSocket opening handshake to /ws with this Origin header (none if None)."""
-    import socket
+    from components.testing.raw import websocket_upgrade
 
-    request = (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-               f"Sec-WebSocket-Protocol: wamp.2.json\r\n" + (f"Origin: {origin}\r\n" if origin else "") + "\r\n")
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(request.encode())
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = connection.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return answer.split(b"\r\n", 1)[0].decode(errors="replace")
+    connection, head = websocket_upgrade(port, origin=origin)
+    connection.close()
+    return head.split(b"\r\n", 1)[0].decode(errors="replace")
 
 
 @pytest.mark.parametrize("origin, accepted", [

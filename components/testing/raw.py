@@ -34,12 +34,14 @@ def connect(port, source=None, timeout=10.0):
     return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None)
 
 
-def websocket_upgrade(port, protocol="wamp.2.json", source=None):
-    """A WebSocket connection to /ws, upgraded by hand; returns the socket and the router's response head."""
+def websocket_upgrade(port, protocol="wamp.2.json", source=None, origin=None):
+    """A WebSocket connection to /ws, upgraded by hand (with an Origin header if given); returns the socket and the
+    router's response head."""
     sock = connect(port, source)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n")
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n"
+                  + (f"Origin: {origin}\r\n" if origin else "") + "\r\n")
                  .encode())
     head = b""
     while b"\r\n\r\n" not in head:
