@@ -9,6 +9,7 @@ import click
 from components.cli.options import (
     build_mesh_config,
     checked,
+    data_dir_option,
     mesh_options,
     run_or_exit,
     skip_unused_modules,
@@ -73,17 +74,19 @@ def main():
                    "[default: .crossbar/runtime].")
 # For benches (bench/chaos_bench.py): hot standby orchestrators beside the first, as orchestrator-2, ...
 @click.option("--orchestrators", default=1, type=click.IntRange(1, 4), hidden=True)
+@data_dir_option
 @tls_options
 @exposure_options
-def up(port, analyzers, compute, hosts, secrets_file, runtime_dir, orchestrators, dev_tls, tls_cert, tls_key, listen,
-       allowed_origins):
+def up(port, analyzers, compute, hosts, secrets_file, runtime_dir, orchestrators, data_dir, dev_tls, tls_cert, tls_key,
+       listen, allowed_origins):
     """Start the router, an orchestrator, a tracker for this machine and analyzers, restarting any that exits (logs in
     .crossbar/runtime/<port>/logs/); Ctrl-C stops them all, the router last."""
     from components.node.supervisor import run_mesh
 
     tls = tls_files(dev_tls, tls_cert, tls_key)
     sys.exit(run_mesh(port=port, analyzers=analyzers, compute=compute, hosts=hosts, secrets_file=secrets_file, tls=tls,
-                      listen=listen, allowed_origins=allowed_origins, runtime_base=runtime_dir, orchestrators=orchestrators))
+                      listen=listen, allowed_origins=allowed_origins, runtime_base=runtime_dir, orchestrators=orchestrators,
+                      data_dir=data_dir))
 
 
 @main.command()

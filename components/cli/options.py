@@ -93,6 +93,16 @@ def run_or_exit(targets, config, mesh, name):
     sys.exit(run(targets, config, mesh=mesh, name=name))
 
 
+DEFAULT_DATA_DIR = ".nerve"
+
+
+def data_dir_option(command):
+    """--data-dir / NERVE_DATA_DIR: where a component keeps what must survive restarts (alerts, outbox, history)."""
+    return click.option("--data-dir", envvar="NERVE_DATA_DIR", default=DEFAULT_DATA_DIR, show_default=True,
+                        show_envvar=True, type=click.Path(file_okay=False),
+                        help="Directory of the component's stores (created if missing).")(command)
+
+
 def tls_options(command):
     """--tls (development CA) or --tls-cert/--tls-key (your own certificate)."""
     command = click.option("--tls-key", envvar="NERVE_TLS_KEY", default=None, type=click.Path(exists=True, dir_okay=False),

@@ -475,7 +475,7 @@ class MeshUp:
     the ordered stop. exit_code says how it ended (0 after a signal, 1 when the router could not run)."""
 
     def __init__(self, reactor, port, analyzers, hosts, compute=1, secrets_file=None, tls=None, listen=DEFAULT_LISTEN,
-                 allowed_origins=(), runtime_base=None, orchestrators=1):
+                 allowed_origins=(), runtime_base=None, orchestrators=1, data_dir=None):
         self.reactor = reactor
         self.port = port
         self.analyzers = analyzers
@@ -505,6 +505,8 @@ class MeshUp:
             self.env["NERVE_CA_FILE"] = str(tls.ca_certificate)
         if secrets_file:
             self.env["NERVE_SECRETS_FILE"] = os.path.abspath(secrets_file)
+        if data_dir:  # children keep their stores (alerts, outbox, history) under one directory
+            self.env["NERVE_DATA_DIR"] = os.path.abspath(data_dir)
 
     def start(self):
         """Start the router, then (start_components) the rest once it listens."""
@@ -659,22 +661,20 @@ class MeshUp:
         self.say(f"everything stopped in {time.monotonic() - began:.1f} s")
 
 
-def run_mesh(port, analyzers, hosts, compute=1, secrets_file=None, tls=None, listen=DEFAULT_LISTEN, allowed_origins=(),
-             runtime_base=None, orchestrators=1):
+def run_mesh(port, analyzers, hosts, **options):
     """Run router, orchestrator, tracker, analyzers, TSP solver and compute (and a simulator with --hosts), restarting
-    what exits, until SIGINT/SIGTERM/SIGHUP; returns the exit code.
+    what exits, until SIGINT/SIGTERM/SIGHUP; returns the exit code. `options` are MeshUp's.
 
     The router listens on `listen` (this machine only by default); its WebSocket takes browsers from its own
     origins and `allowed_origins`. Its runtime directory and the children's logs are under runtime_base/<port>.
     With orchestrators > 1 the others (orchestrator-2, ...) are hot standbys (bench/chaos_bench.py)."""
-    local = connect_host(listen)
+    local = connect_host(options.get("listen", DEFAULT_LISTEN))
     if port_open(port, local):
         sys.stderr.write(f"nerve up: port {port} is already in use; stop what runs there or pass --port\n")
         return 1
     from twisted.internet import reactor
 
-    up = MeshUp(reactor, port, analyzers, hosts, compute=compute, secrets_file=secrets_file, tls=tls, listen=listen,
-                allowed_origins=allowed_origins, runtime_base=runtime_base, orchestrators=orchestrators)
+    up = MeshUp(reactor, port, analyzers, hosts, **options)
     reactor.callWhenRunning(up.start)
     reactor.addSystemEventTrigger("before", "shutdown", up.shutdown)
     reactor.run()
