@@ -257,6 +257,35 @@ def test_callee_lost_mid_call_is_retried(pipeline, fake, clock):
     assert len(fake.calls_made) == 2 and pipeline.stats["retries"] == 1
 
 
+def test_a_call_an_analyzer_does_not_answer_in_time_is_sent_again(pipeline, fake, clock):
+    # Two analyzers answered in 20 ms: a third call gets MIN_CALL_DEADLINE, not the 30 s call timeout.
+    for seq in (1, 2):
+        feed(pipeline, clock, "h1", seq)
+        clock.advance(0.1)
+        clock.advance(0.02)
+        fake.calls_made[-1].result.callback(analysed(hosts_of(fake.calls_made[-1])))
+    feed(pipeline, clock, "h1", 3)
+    clock.advance(0.1)
+    stuck = fake.calls_made[-1]
+    assert stuck.timeout == pytest.approx(1.0)
+    fake.advance(stuck.timeout)  # a stopped analyzer never answers: the Mesh cancels the call
+    clock.advance(0.1)
+    again = fake.calls_made[-1]
+    assert again is not stuck and [s["seq"] for s in hosts_of(again)[0]["samples"]] == [3]
+    assert pipeline.stats["deadlines_missed"] == 1
+    assert again.timeout == pytest.approx(2.0)  # doubled while calls run out in a row, so slow analyzers still finish
+    again.result.callback(analysed(hosts_of(again)))
+    assert pipeline.call_deadline() == pytest.approx(1.0)
+
+
+def test_the_call_deadline_follows_the_slowest_recent_call_up_to_the_call_timeout(clock):
+    pipeline, _ = on_fake_mesh(clock, call_timeout=5.0)
+    pipeline.call_times.extend([0.01, 0.3, 0.02])
+    assert pipeline.call_deadline() == pytest.approx(3.0)
+    pipeline.call_times.append(0.9)
+    assert pipeline.call_deadline() == 5.0
+
+
 def test_history_and_snapshot(pipeline, clock):
     feed(pipeline, clock, "h1", 1)
     clock.advance(1)

@@ -63,6 +63,20 @@ def test_restart_policy_backs_off_caps_resets_and_gives_up():
     assert crash_after(policy, clock, 45) == 2
 
 
+def test_an_at_once_policy_restarts_a_healthy_child_without_waiting_and_backs_off_from_its_second_exit():
+    clock = FakeClock()
+    policy = RestartPolicy(clock, at_once=True)
+    delays = []
+    for _ in range(5):
+        delays.append(crash_after(policy, clock, 0.5))
+        clock.now += delays[-1] or 0
+    assert delays == [0, 1, 2, 4, None]
+    clock = FakeClock()
+    policy = RestartPolicy(clock, at_once=True)
+    assert [crash_after(policy, clock, 45) for _ in range(2)] == [0, 1]
+    assert crash_after(policy, clock, 60) == 0  # healthy again: the next exit restarts at once
+
+
 def test_restart_policy_counts_only_the_exits_of_the_last_two_minutes():
     clock = FakeClock()
     policy = RestartPolicy(clock)
@@ -292,7 +306,7 @@ def test_sigterm_stops_every_child_in_order_and_frees_the_port(nerve_up):
     assert nerve_up.process.wait(timeout=40) == 0, nerve_up.output()
     output = nerve_up.output()
     stopped = [line.split("stopped ", 1)[1] for line in output.splitlines() if line.startswith("nerve up: stopped ")]
-    assert stopped == ["tracker", "solver", "analyzer-1, analyzer-2", "orchestrator", "router"], output
+    assert stopped == ["tracker", "solver", "analyzer-1, analyzer-2", "orchestrator, alerts", "router"], output
     gone, alive = psutil.wait_procs(everything, timeout=5)
     assert not alive, [process.cmdline() for process in alive]
     assert not port_open(nerve_up.port)

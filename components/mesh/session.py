@@ -50,8 +50,7 @@ class Mesh:
         if timeout:
             from twisted.internet import reactor
 
-            timer = reactor.callLater(timeout, result.cancel)
-            result.addBoth(lambda value: (timer.active() and timer.cancel(), value)[1])
+            cancel_after(result, timeout, reactor)
         return result
 
     def count_dropped(self, source, error):
@@ -59,3 +58,9 @@ class Mesh:
         self.dropped[source] += 1
         if self.dropped[source] in (1, 100, 10000):
             log.warn("dropped event #{n} from {source}: {error}", n=self.dropped[source], source=source, error=error)
+
+
+def cancel_after(result, seconds, clock):
+    """Cancel the Deferred `result` if it has not fired within `seconds` on `clock` (a reactor or task.Clock)."""
+    timer = clock.callLater(seconds, result.cancel)
+    result.addBoth(lambda value: (timer.active() and timer.cancel(), value)[1])

@@ -10,6 +10,7 @@ import math
 import time
 from bisect import bisect_left
 from collections import Counter, deque
+from itertools import islice
 from dataclasses import dataclass
 
 from autobahn.wamp.exception import ApplicationError
@@ -56,6 +57,14 @@ ANALYSIS_SCHEMA = {
     "anomaly": {"label": "Anomaly", "unit": "robust z-score"},
 }
 MAX_ALERTS_PER_HOST = 50
+# How long a nerve.analyze call may take before its hosts go to another analyzer: ten times the slowest of the
+# last RECENT_CALLS round trips, at least MIN_CALL_DEADLINE s, at most call_timeout; doubled per call that ran out
+# in a row (so analyzers that are all slow still finish). A stopped analyzer (SIGSTOP, swapped out) then holds its
+# call's hosts about a second, not call_timeout; the router keeps its concurrency slot taken until it answers, so
+# no further call goes to it meanwhile.
+MIN_CALL_DEADLINE = 1.0
+CALL_DEADLINE_FACTOR = 10
+RECENT_CALLS = 32
 MAX_RECENT_SAMPLES = 600  # nerve.snapshot's recent values per host: 10 min at 1 Hz
 # A nerve.analyze call must stay under the router's max_message_size (8 MiB in .crossbar/config.json, tested):
 # a backlog of samples per host after an analyzer outage would otherwise make the call unsendable.
@@ -170,6 +179,7 @@ class Orchestrator:
     # -- input -------------------------------------------------------------------------
     @on(MEASURE_TOPIC_PREFIX, match="prefix")
     def on_measure(self, event, details=None):
+        self.deadlines_missed = 0  # nerve.analyze calls in a row that ran out of call_deadline()
         """Validate a measurement, drop duplicates, append it to the host's window and pending work."""
         now = self.clock()
         validate_measure(event, now, topic=getattr(details, "topic", None))
@@ -267,7 +277,7 @@ class Orchestrator:
         sent_at = self.clock()
         options = {} if wire == "full" else {"compact": True}
         call = self.mesh.call(ANALYZE_URI, pack_batch(payload) if wire == "packed" else payload,
-                              timeout=self.config.call_timeout, **options)
+                              timeout=self.call_deadline(), **options)
         call.addCallbacks(self._on_result, self._on_failure, callbackArgs=(work, sent_at), errbackArgs=(work, wire))
         call.addErrback(lambda failure: log.failure("handling an analysis result failed", failure))
 
@@ -279,6 +289,12 @@ class Orchestrator:
     def _finish(self, work):
         self.in_flight_calls -= 1
         for host, _ in work:
+    def call_deadline(self):
+        """Seconds the next nerve.analyze call may take before its hosts are sent again (see MIN_CALL_DEADLINE)."""
+        slowest = max(islice(reversed(self.call_times), RECENT_CALLS), default=0.0)
+        deadline = max(MIN_CALL_DEADLINE, CALL_DEADLINE_FACTOR * slowest) * 2 ** min(self.deadlines_missed, 10)
+        return min(deadline, self.config.call_timeout)
+
             host.in_flight = False
             if host.pending:
                 self.due[host.host_id] = host
@@ -311,6 +327,7 @@ class Orchestrator:
         self.stats["analysed"] += sum(len(samples) for _, samples in work)
         done, first = {}, {}
         for (host, samples), analysed in zip(work, results):
+        self.deadlines_missed = 0
             self._publish_analysis(host, samples, analysed, analyzer, now)
             done[host.host_id] = [host.analysed_seq, host.analysed_ts, host.level_name]
             first[host.host_id] = [samples[0][0], samples[0][1], len(samples)]
@@ -351,13 +368,17 @@ class Orchestrator:
                 self.no_analyzer_logged = True
             self.saturated_until = self.clock() + 0.25
         else:
-            # A callee that died mid-call or timed out: the work goes to whichever analyzer is next.
+            # A callee that died mid-call: the work goes to whichever analyzer is next.
             log.info("analysis call failed ({error}); retrying", error=_reason(error))
         if self.in_flight_calls == 0 or uri not in BACKPRESSURE_ERRORS:
             self._schedule_dispatch(self.backoff if uri in BACKPRESSURE_ERRORS else 0.05)
 
     # -- output ------------------------------------------------------------------------
     def _publish_analysis(self, host, samples, analysed, analyzer, now):
+        elif isinstance(error, defer.CancelledError):
+            self.stats["deadlines_missed"] += 1
+            self.deadlines_missed += 1
+            log.info("an analyzer did not answer within its deadline; sending its {hosts} hosts again", hosts=len(work))
         host.state, host.result, host.analysis = analysed.get("state"), analysed, None
         self._set_level(host, analysed.get("level"))
         seq, ts, _, _ = samples[-1]

@@ -1,7 +1,8 @@
 """`nerve up`: the router and a working mesh as child processes that are restarted when they exit.
 
 - A child that exits is restarted after a backoff (RestartPolicy: 1 s doubling to 30 s, back to 1 s after a minute
-  of healthy running); each exit is one line naming the exit code or the signal.
+  of healthy running; the router's first exit restarts at once); each exit is one line naming the exit code or the
+  signal.
 - A child that exits 5 times in 2 minutes is left stopped, with a line saying where its log is; the rest keeps
   running. The router is the exception: when it cannot be kept running, the mesh stops (exit code 1).
 - SIGINT, SIGTERM or SIGHUP stop every child in order, each group given a bounded time before SIGKILL: the producers
@@ -98,19 +99,21 @@ def _kill(child):
 
 class RestartPolicy:
     """When to restart a child that exited: after 1 s, doubling up to 30 s, back to 1 s once a run lasted a minute;
-    never again once it exited 5 times within 2 minutes.
+    never again once it exited 5 times within 2 minutes. With at_once, the first exit of a healthy run restarts
+    without waiting (the router: every component waits for it, and a crash loop still backs off from the second exit).
 
     Plain calls on a clock (a function returning seconds), so it is tested without processes or waiting."""
 
     def __init__(self, clock=time.monotonic, first_delay=1.0, max_delay=30.0, healthy_after=60.0, max_exits=5,
-                 window=120.0):
+                 window=120.0, at_once=False):
         self.clock = clock
+        self.at_once = at_once
         self.first_delay = first_delay
         self.max_delay = max_delay
         self.healthy_after = healthy_after
         self.max_exits = max_exits
         self.window = window
-        self.next_delay = first_delay
+        self.next_delay = 0.0 if at_once else first_delay
         self.exits = deque()
         self.started_at = None
 
@@ -122,14 +125,14 @@ class RestartPolicy:
         """The child exited now: the seconds to wait before restarting it, or None to leave it stopped."""
         now = self.clock()
         if self.started_at is not None and now - self.started_at >= self.healthy_after:
-            self.next_delay = self.first_delay
+            self.next_delay = 0.0 if self.at_once else self.first_delay
         self.exits.append(now)
         while now - self.exits[0] > self.window:
             self.exits.popleft()
         if len(self.exits) >= self.max_exits:
             return None
         delay = self.next_delay
-        self.next_delay = min(delay * 2, self.max_delay)
+        self.next_delay = min(delay * 2, self.max_delay) if delay else self.first_delay
         return delay
 
     def describe(self):
@@ -522,7 +525,8 @@ class MeshUp:
             command = router_command(self.port, self.secrets_file, base=self.runtime_base, tls=self.tls,
                                      listen=self.listen, allowed_origins=self.allowed_origins)
             self.router = self.supervisor.add("router", command, self.env, "router", relay_prefix="router",
-                                              prepare=self._remove_stale_pid, essential=True, restartable=False)
+                                              policy=RestartPolicy(at_once=True), prepare=self._remove_stale_pid,
+                                              essential=True, restartable=False)
         except NerveError as problem:
             return self._fail(str(problem))
         except Exception:  # a bug must not leave `nerve up` running with nothing started

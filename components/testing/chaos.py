@@ -349,14 +349,14 @@ class Observer:
                 fresh = self.freshness[host_id] = (array("d"), array("d"))
             fresh[0].append(now)
             fresh[1].append(max(ts, fresh[1][-1]) if fresh[1] else ts)
-            if count <= 1:
-                arrivals.append(now)
-                latencies.append(now - ts)
-            else:
+            # Both arrays grow together or not at all: the recoveries pair them index by index.
+            if count > 1:
                 step = (ts - first_ts) / (count - 1)
-                for index in range(count):
-                    arrivals.append(now)
-                    latencies.append(now - (first_ts + index * step))
+                ages = [now - (first_ts + index * step) for index in range(count)]
+            else:
+                ages = [now - ts]
+            latencies.extend(ages)
+            arrivals.extend([now] * len(ages))
 
     def _on_alert(self, alert):
         if not isinstance(alert, dict):

@@ -14,6 +14,7 @@ the test as the caller's error would.
 import inspect
 import os
 from dataclasses import dataclass
+from typing import Optional
 from types import SimpleNamespace
 
 from autobahn.wamp.exception import ApplicationError
@@ -23,6 +24,7 @@ from twisted.python.failure import Failure
 from components.mesh.binder import run_tick
 from components.mesh.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve
 from components.mesh.errors import ERROR_URIS, NotFound
+from components.mesh.session import cancel_after
 from components.mesh.handlers import call_handler, event_handler, invoker
 from components.mesh.runner import load_module
 from components.mesh.session import Mesh
@@ -34,12 +36,14 @@ _UNKNOWN_PUBLISHER = {"publisher": None, "publisher_authid": None, "publisher_au
 
 @dataclass(frozen=True)
 class Call:
-    """A call a component made through `fake.mesh.call`; result is the Deferred it got back."""
+    """A call a component made through `fake.mesh.call`; result is the Deferred it got back, cancelled (as the real
+    Mesh does) once `fake.advance` passes its timeout without an answer."""
 
     uri: str
     args: tuple
     kwargs: dict
     result: defer.Deferred
+    timeout: Optional[float] = None
 
 
 class _FakeSessionMesh(Mesh):
@@ -64,7 +68,7 @@ class _FakeSessionMesh(Mesh):
         """Record the call in fake.calls_made; its Deferred fires now if fake.answer(uri, ...) was given, else waits."""
         if not self.connected:
             return super().call(uri, *args, timeout=timeout, on_progress=on_progress, **kwargs)
-        return self._fake._called(uri, args, kwargs)
+        return self._fake._called(uri, args, kwargs, timeout)
 
 
 class FakeMesh:
@@ -158,10 +162,12 @@ class FakeMesh:
         """Answer the component's calls to uri with function(*args, **kwargs): a value, a Deferred, or an error."""
         self._answers[uri] = function
 
-    def _called(self, uri, args, kwargs):
+    def _called(self, uri, args, kwargs, timeout=None):
         answer = self._answers.get(uri)
         result = defer.maybeDeferred(answer, *args, **kwargs) if answer else defer.Deferred()
-        self.calls_made.append(Call(uri, args, kwargs, result))
+        if timeout and not result.called:
+            cancel_after(result, timeout, self.clock)
+        self.calls_made.append(Call(uri, args, kwargs, result, timeout))
         return result
 
     def published_on(self, prefix_or_topic):
