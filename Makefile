@@ -5,12 +5,12 @@ PIP_LOG := $(VENV)/pip.log
 PORT ?= 8080
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: run test setup test-setup web chromium bench clean
+.PHONY: run test setup test-setup web chromium prometheus alertmanager bench clean
 
 run: setup web
 	$(VENV)/bin/nerve up --port $(PORT)
 
-test: test-setup web chromium
+test: test-setup web chromium prometheus alertmanager
 	$(PY) -m pytest -q
 
 setup: $(VENV)/.installed
@@ -42,6 +42,16 @@ chromium:
 	@command -v chromium > /dev/null || { echo "installing Debian chromium"; \
 		$(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq chromium > /dev/null; }
 
+# The exporter's tests scrape it with a real Prometheus server.
+prometheus:
+	@command -v prometheus > /dev/null || { echo "installing Debian prometheus"; \
+		$(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq prometheus > /dev/null; }
+
+# The notifier's tests push alerts to a real Alertmanager.
+alertmanager:
+	@command -v prometheus-alertmanager > /dev/null || { echo "installing Debian prometheus-alertmanager"; \
+		$(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq prometheus-alertmanager > /dev/null; }
+
 # Each bench prints a table and a summary line; see docs/benchmarks.md for recorded figures.
 bench: setup web
 	$(PY) bench/mesh_bench.py
@@ -58,6 +68,8 @@ bench: setup web
 	$(PY) bench/orchestrator_bench.py
 	$(PY) bench/simulator_bench.py
 	$(PY) bench/proxy_bench.py
+	$(PY) bench/exporter_bench.py
+	$(PY) bench/notifier_bench.py
 
 clean:
 	rm -rf $(VENV) web/node_modules .crossbar/runtime

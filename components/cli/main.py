@@ -19,6 +19,9 @@ from components.cli.options import (
 )
 from components.mesh import credentials
 from components.mesh.errors import InvalidArgument, NerveError
+from components.export import DEFAULT_PORT as DEFAULT_EXPORTER_PORT
+from components.export.commands import exporter
+from components.history.commands import recorder
 from components.tsp.commands import compute, solver, tsp
 
 def _listen_address(ctx, param, value):
@@ -74,19 +77,28 @@ def main():
                    "[default: .crossbar/runtime].")
 # For benches (bench/chaos_bench.py): hot standby orchestrators beside the first, as orchestrator-2, ...
 @click.option("--orchestrators", default=1, type=click.IntRange(1, 4), hidden=True)
+@click.option("--exporter-port", envvar="NERVE_EXPORTER_PORT", default=DEFAULT_EXPORTER_PORT, show_default=True,
+              show_envvar=True, type=click.IntRange(0, 65535),
+              help="Port of the Prometheus exporter's /metrics (0: no exporter).")
+@click.option("--notify", envvar="NERVE_NOTIFY_CONFIG", default=None, show_envvar=True, metavar="FILE",
+              type=click.Path(dir_okay=False), help="Also run `nerve notifier` with this config (docs/alerts.md).")
 @data_dir_option
 @tls_options
 @exposure_options
-def up(port, analyzers, compute, hosts, secrets_file, runtime_dir, orchestrators, data_dir, dev_tls, tls_cert, tls_key,
-       listen, allowed_origins):
+def up(port, analyzers, compute, hosts, secrets_file, runtime_dir, orchestrators, exporter_port, notify, data_dir,
+       dev_tls, tls_cert, tls_key, listen, allowed_origins):
     """Start the router, an orchestrator, a tracker for this machine and analyzers, restarting any that exits (logs in
     .crossbar/runtime/<port>/logs/); Ctrl-C stops them all, the router last."""
     from components.node.supervisor import run_mesh
 
     tls = tls_files(dev_tls, tls_cert, tls_key)
+    if notify:  # a bad notifier config stops `nerve up` now, not its child five times over
+        from components.notify.config import load_notifier_config
+
+        checked(load_notifier_config, path=notify, mesh=None, data_dir=data_dir)
     sys.exit(run_mesh(port=port, analyzers=analyzers, compute=compute, hosts=hosts, secrets_file=secrets_file, tls=tls,
                       listen=listen, allowed_origins=allowed_origins, runtime_base=runtime_dir, orchestrators=orchestrators,
-                      data_dir=data_dir))
+                      data_dir=data_dir, exporter_port=exporter_port, notify=notify))
 
 
 @main.command()
@@ -172,6 +184,9 @@ def analyzer(thresholds, **kwargs):
 @click.option("--analysis-events", envvar="NERVE_ANALYSIS_EVENTS", default="subscribed", show_default=True,
               type=click.Choice(["subscribed", "all"]), show_envvar=True,
               help="Publish nerve.analysis.<host> only while someone subscribes to it, or always.")
+@click.option("--samples-every", envvar="NERVE_SAMPLES_EVERY", default=1.0, show_default=True,
+              type=click.FloatRange(0, 3600), show_envvar=True,
+              help="Seconds between nerve.samples events (every measurement, batched, for recorders); 0: off.")
 # For benches and mixed-version upgrades (docs/architecture.md): how nerve.analyze calls travel.
 @click.option("--analysis-wire", default="packed", type=click.Choice(["packed", "compact", "full"]), hidden=True)
 def orchestrator(**kwargs):
@@ -185,6 +200,50 @@ def orchestrator(**kwargs):
     config = checked(OrchestratorConfig, mesh=build_mesh_config("orchestrator", **common), **own)
     mesh = Mesh(config)
     run_or_exit([Orchestrator(config, mesh)], config, mesh, "orchestrator")
+
+
+@main.command()
+@mesh_options("alerts")
+@data_dir_option
+@click.option("--reboot-hold", envvar="NERVE_REBOOT_HOLD", default=600.0, show_default=True, show_envvar=True,
+              type=float, help="Seconds a host's REBOOT alert stays firing before it resolves by itself.")
+def alerts(data_dir, **kwargs):
+    """Keep alert records (acks, silences, host DOWN/OFFLINE/REBOOT) in DATA_DIR/alerts.sqlite3; serve nerve.alert.ack,
+    nerve.alerts.open and nerve.silence.*."""
+    from components.alerts.keeper import AlertKeeper, KeeperConfig
+    from components.mesh.session import Mesh
+
+    common, own = split_mesh(kwargs)
+    if common["authid"] is None:
+        common["authid"] = "alerts"
+    config = checked(KeeperConfig, mesh=build_mesh_config("alerts", **common), data_dir=data_dir, **own)
+    mesh = Mesh(config)
+    try:
+        keeper = AlertKeeper(config, mesh)
+    except NerveError as error:
+        raise click.UsageError(str(error)) from error
+    run_or_exit([keeper], config, mesh, "alerts")
+
+
+@main.command()
+@mesh_options("notifier")
+@click.option("--config", "config_file", envvar="NERVE_NOTIFY_CONFIG", required=True, show_envvar=True,
+              type=click.Path(dir_okay=False), metavar="FILE",
+              help="The notifier's TOML file: channels (webhook, email, alertmanager) and routes (docs/alerts.md).")
+@data_dir_option
+def notifier(config_file, data_dir, **kwargs):
+    """Send alerts to people (webhooks, mail, Alertmanager) as FILE routes them; the outbox is kept in DATA_DIR."""
+    from components.mesh.session import Mesh
+    from components.notify.config import load_notifier_config
+    from components.notify.notifier import Notifier
+
+    common, _ = split_mesh(kwargs)
+    if common["authid"] is None:
+        common["authid"] = "notifier"
+    config = checked(load_notifier_config, path=config_file, mesh=build_mesh_config("notifier", **common),
+                     data_dir=data_dir)
+    mesh = Mesh(config)
+    run_or_exit([Notifier(config, mesh)], config, mesh, "notifier")
 
 
 def print_event(topic, payload):
@@ -268,5 +327,5 @@ def credential(role, authid, secrets_file):
     click.echo(credentials.ticket_for(role_secrets[role], authid))
 
 
-for command in (compute, solver, tsp):
+for command in (compute, solver, tsp, exporter, recorder):
     main.add_command(command)

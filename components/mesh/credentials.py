@@ -14,7 +14,7 @@ from pathlib import Path
 from components.mesh.errors import ConfigError
 
 BACKEND_ROLES = ("tracker", "simulator", "analyzer", "orchestrator", "operator", "component", "compute", "solver",
-                 "supervisor")
+                 "supervisor", "recorder", "exporter", "alerts", "notifier")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SECRETS_FILE = PROJECT_ROOT / ".crossbar" / "secrets.json"
 

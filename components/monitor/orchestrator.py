@@ -25,6 +25,13 @@ from components.mesh.errors import ConfigError, InvalidArgument, NotFound, Unava
 from components.mesh.collector import collection_stats
 from components.monitor.interest import TopicInterest
 from components.monitor.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, family_of, validate_measure
+from components.monitor.samples import (
+    SAMPLES_SINCE_MAX_ROWS,
+    SAMPLES_TOPIC,
+    merged_samples,
+    samples_events,
+    samples_page,
+)
 from components.monitor.window import SampleWindow, as_sample
 
 log = Logger(namespace="nerve.orchestrator")
@@ -56,15 +63,16 @@ ANALYSIS_SCHEMA = {
     "trend": {"label": "Trend", "unit": "metric per minute"},
     "anomaly": {"label": "Anomaly", "unit": "robust z-score"},
 }
-MAX_ALERTS_PER_HOST = 50
-# How long a nerve.analyze call may take before its hosts go to another analyzer: ten times the slowest of the
+# How long a nerve.analyze call may take before its hosts go to another analyzer: four times the slowest of the
 # last RECENT_CALLS round trips, at least MIN_CALL_DEADLINE s, at most call_timeout; doubled per call that ran out
 # in a row (so analyzers that are all slow still finish). A stopped analyzer (SIGSTOP, swapped out) then holds its
 # call's hosts about a second, not call_timeout; the router keeps its concurrency slot taken until it answers, so
 # no further call goes to it meanwhile.
 MIN_CALL_DEADLINE = 1.0
-CALL_DEADLINE_FACTOR = 10
+CALL_DEADLINE_FACTOR = 4
 RECENT_CALLS = 32
+SAMPLES_HANDOVER_ROUNDS = 5  # rounds of nerve.samples a standby keeps for a takeover (a few times the leader check)
+MAX_ALERTS_PER_HOST = 50
 MAX_RECENT_SAMPLES = 600  # nerve.snapshot's recent values per host: 10 min at 1 Hz
 # A nerve.analyze call must stay under the router's max_message_size (8 MiB in .crossbar/config.json, tested):
 # a backlog of samples per host after an analyzer outage would otherwise make the call unsendable.
@@ -89,8 +97,11 @@ class OrchestratorConfig:
     stale_after: float = 5.0
     analysis_events: str = "subscribed"
     analysis_wire: str = "packed"
+    samples_every: float = 1.0  # seconds between nerve.samples events; 0: none
 
     def __post_init__(self):
+        if not 0 <= self.samples_every <= 3600:
+            raise ConfigError(f"samples every must be 0 (off) to 3600 seconds, got {self.samples_every}")
         if self.analysis_events not in ANALYSIS_EVENTS:
             raise ConfigError(f"analysis events must be one of {', '.join(ANALYSIS_EVENTS)}, got {self.analysis_events!r}")
         if self.analysis_wire not in ANALYSIS_WIRES:
@@ -112,7 +123,7 @@ class HostRecord:
 
     __slots__ = ("host_id", "hostname", "run", "last_seq", "last_ts", "interval", "window", "latest_metrics", "pending",
                  "in_flight", "state", "result", "analysis", "level_name", "analysed_seq", "analysed_ts",
-                 "analyzed_at", "analyzer", "alerts", "stale_at", "digest_dirty", "digest_stale")
+                 "analyzed_at", "analyzer", "alerts", "stale_at", "digest_dirty", "digest_stale", "presence")
 
     def __init__(self, host_id, max_window):
         self.host_id = host_id
@@ -137,6 +148,7 @@ class HostRecord:
         self.stale_at = 0.0  # when the host turns stale if nothing more arrives (clock seconds)
         self.digest_dirty = True  # seq, level or headline values changed since the last digest
         self.digest_stale = None  # what the last digest said of its staleness
+        self.presence = None  # DOWN or OFFLINE while the alert keeper says its tracker is gone (then the digest's level)
 
 
 class Orchestrator:
@@ -174,12 +186,16 @@ class Orchestrator:
         self.latencies = deque(maxlen=LATENCY_SAMPLES)  # seconds from a measurement's ts to its analysis
         self.latency_counts = [0] * (len(LATENCY_EDGES_MS) + 1)  # the same, counted per LATENCY_EDGES_MS bucket
         self.call_times = deque(maxlen=LATENCY_SAMPLES)  # seconds per nerve.analyze round trip
+        self.deadlines_missed = 0  # nerve.analyze calls in a row that ran out of call_deadline()
         self.arrivals = deque(maxlen=LATENCY_SAMPLES)  # seconds from a measurement's ts to its arrival here
+        self.samples_received = {}  # host_id -> window rows received since the last nerve.samples
+        # A standby's last rounds of received samples: the active one may die holding a round it never handed over,
+        # so the first nerve.samples after a takeover carries these too (the recorder skips what it already has).
+        self.samples_held = deque(maxlen=SAMPLES_HANDOVER_ROUNDS)
 
     # -- input -------------------------------------------------------------------------
     @on(MEASURE_TOPIC_PREFIX, match="prefix")
     def on_measure(self, event, details=None):
-        self.deadlines_missed = 0  # nerve.analyze calls in a row that ran out of call_deadline()
         """Validate a measurement, drop duplicates, append it to the host's window and pending work."""
         now = self.clock()
         validate_measure(event, now, topic=getattr(details, "topic", None))
@@ -199,6 +215,8 @@ class Orchestrator:
         ts, metrics = event["ts"], event["metrics"]
         host.latest_metrics = metrics
         row = host.window.append(seq, ts, metrics)
+        if self.config.samples_every:
+            self.samples_received.setdefault(host.host_id, []).append(row)
         host.window.drop_before(host.last_ts - self.config.window)
         if host.pending and ts <= host.pending[-1][1]:
             self.stats["out_of_order"] += 1  # analysis needs increasing time; the window still keeps it
@@ -281,6 +299,12 @@ class Orchestrator:
         call.addCallbacks(self._on_result, self._on_failure, callbackArgs=(work, sent_at), errbackArgs=(work, wire))
         call.addErrback(lambda failure: log.failure("handling an analysis result failed", failure))
 
+    def call_deadline(self):
+        """Seconds the next nerve.analyze call may take before its hosts are sent again (see MIN_CALL_DEADLINE)."""
+        slowest = max(islice(reversed(self.call_times), RECENT_CALLS), default=0.0)
+        deadline = max(MIN_CALL_DEADLINE, CALL_DEADLINE_FACTOR * slowest) * 2 ** min(self.deadlines_missed, 10)
+        return min(deadline, self.config.call_timeout)
+
     def wire(self):
         """The form of the next nerve.analyze call: the configured one, or compact while an analyzer refuses packed."""
         wire = self.config.analysis_wire
@@ -289,12 +313,6 @@ class Orchestrator:
     def _finish(self, work):
         self.in_flight_calls -= 1
         for host, _ in work:
-    def call_deadline(self):
-        """Seconds the next nerve.analyze call may take before its hosts are sent again (see MIN_CALL_DEADLINE)."""
-        slowest = max(islice(reversed(self.call_times), RECENT_CALLS), default=0.0)
-        deadline = max(MIN_CALL_DEADLINE, CALL_DEADLINE_FACTOR * slowest) * 2 ** min(self.deadlines_missed, 10)
-        return min(deadline, self.config.call_timeout)
-
             host.in_flight = False
             if host.pending:
                 self.due[host.host_id] = host
@@ -319,6 +337,7 @@ class Orchestrator:
         self.proven_slots = max(self.proven_slots, self.in_flight_calls)
         self._finish(work)
         self.backoff = 0.0
+        self.deadlines_missed = 0
         self.capacity = min(self.capacity + 1.0 / max(self.capacity, 1.0), float(self.config.max_in_flight))
         self.no_analyzer_logged = False
         analyzer = result.get("analyzer")
@@ -327,7 +346,6 @@ class Orchestrator:
         self.stats["analysed"] += sum(len(samples) for _, samples in work)
         done, first = {}, {}
         for (host, samples), analysed in zip(work, results):
-        self.deadlines_missed = 0
             self._publish_analysis(host, samples, analysed, analyzer, now)
             done[host.host_id] = [host.analysed_seq, host.analysed_ts, host.level_name]
             first[host.host_id] = [samples[0][0], samples[0][1], len(samples)]
@@ -367,6 +385,10 @@ class Orchestrator:
                 log.warn("no analyzer is connected; holding work until one registers {uri}", uri=ANALYZE_URI)
                 self.no_analyzer_logged = True
             self.saturated_until = self.clock() + 0.25
+        elif isinstance(error, defer.CancelledError):
+            self.stats["deadlines_missed"] += 1
+            self.deadlines_missed += 1
+            log.info("an analyzer did not answer within its deadline; sending its {hosts} hosts again", hosts=len(work))
         else:
             # A callee that died mid-call: the work goes to whichever analyzer is next.
             log.info("analysis call failed ({error}); retrying", error=_reason(error))
@@ -375,10 +397,6 @@ class Orchestrator:
 
     # -- output ------------------------------------------------------------------------
     def _publish_analysis(self, host, samples, analysed, analyzer, now):
-        elif isinstance(error, defer.CancelledError):
-            self.stats["deadlines_missed"] += 1
-            self.deadlines_missed += 1
-            log.info("an analyzer did not answer within its deadline; sending its {hosts} hosts again", hosts=len(work))
         host.state, host.result, host.analysis = analysed.get("state"), analysed, None
         self._set_level(host, analysed.get("level"))
         seq, ts, _, _ = samples[-1]
@@ -416,7 +434,7 @@ class Orchestrator:
     def digest_entry(host, now):
         """One host's line in the digest: level, headline values, age, staleness."""
         latest = host.latest_metrics
-        entry = {"level": host.level_name, "ts": host.last_ts, "seq": host.last_seq, "stale": now > host.stale_at}
+        entry = {"level": host.presence or host.level_name, "ts": host.last_ts, "seq": host.last_seq, "stale": now > host.stale_at}
         for name in HEADLINE_METRICS:
             entry[name] = latest.get(name)
         return entry
@@ -446,6 +464,37 @@ class Orchestrator:
         """How far analysis is behind: the age of the oldest sample still waiting (0 when caught up)."""
         oldest = min((host.pending[0][1] for host in self.hosts.values() if host.pending), default=None)
         return round(max(self.clock() - oldest, 0.0), 3) if oldest is not None else 0.0
+
+    # -- nerve.samples: every measurement, batched once a second, for recorders and exporters -----------------
+    @every(lambda config: config.samples_every or 3600.0, now=False)
+    def publish_samples(self):
+        """Publish the measurements received since the last call as nerve.samples events (active orchestrator only)."""
+        received, self.samples_received = self.samples_received, {}
+        if not self.active:
+            self.samples_held.append(received)
+            return
+        if self.samples_held:
+            received = merged_samples([*self.samples_held, received])
+            self.samples_held.clear()
+        if not received:
+            return
+        for event in samples_events(received, self.hosts, self.clock(), self.config.mesh.authid):
+            self.mesh.publish(SAMPLES_TOPIC, event)
+            self.stats["samples_events"] += 1
+
+    @procedure("nerve.samples.since", invoke="first")
+    def samples_since(self, since, hosts=None, after=None):
+        """Every host's window samples after `since` as nerve.samples host entries, a page of hosts at a time.
+
+        Pages hold at most SAMPLES_SINCE_MAX_ROWS samples; `next` is the `after` of the next page (null at the end).
+        """
+        if not isinstance(since, (int, float)) or isinstance(since, bool):
+            raise InvalidArgument(f"since must be epoch seconds (a number), got {since!r:.40}")
+        if hosts is not None and (not isinstance(hosts, list) or not all(isinstance(host, str) for host in hosts)):
+            raise InvalidArgument("hosts must be a list of host ids or null (every host)")
+        if after is not None and not isinstance(after, str):
+            raise InvalidArgument(f"after must be the `next` of the previous page (a host id) or null, got {after!r:.40}")
+        return samples_page(self.hosts, since, hosts, after, SAMPLES_SINCE_MAX_ROWS)
 
     # -- leadership --------------------------------------------------------------------
     @procedure(LEADER_URI, invoke="first")
@@ -512,6 +561,15 @@ class Orchestrator:
         host = self.hosts.get(alert.get("host_id")) if isinstance(alert, dict) else None
         if not self.active and host is not None and "level" in alert:
             host.alerts.append(alert)
+
+    # -- host presence: the alert keeper's host events (components/alerts) ------------------
+    @on("nerve.alert.", match="prefix")
+    def follow_host_presence(self, alert):
+        """A host whose tracker session was lost (DOWN) or said goodbye (OFFLINE) shows so as its digest level."""
+        host = self.hosts.get(alert.get("host_id")) if isinstance(alert, dict) and alert.get("metric") == "host" else None
+        if host is not None:
+            presence = alert.get("level") if alert.get("level") in ("DOWN", "OFFLINE") else None
+            host.presence, host.digest_dirty = presence, host.digest_dirty or presence != host.presence
 
     # -- queries -----------------------------------------------------------------------
     @procedure("nerve.snapshot", invoke="first")

@@ -1,8 +1,8 @@
 """`nerve up`: the router and a working mesh as child processes that are restarted when they exit.
 
 - A child that exits is restarted after a backoff (RestartPolicy: 1 s doubling to 30 s, back to 1 s after a minute
-  of healthy running; the router's first exit restarts at once); each exit is one line naming the exit code or the
-  signal.
+  of healthy running; the router restarts at once after any run of 10 s or more); each exit is one line naming the
+  exit code or the signal.
 - A child that exits 5 times in 2 minutes is left stopped, with a line saying where its log is; the rest keeps
   running. The router is the exception: when it cannot be kept running, the mesh stops (exit code 1).
 - SIGINT, SIGTERM or SIGHUP stop every child in order, each group given a bounded time before SIGKILL: the producers
@@ -49,6 +49,8 @@ CHILDREN_TOPIC = "nerve.supervisor.children"
 SUPERVISOR_ROLE = "supervisor"
 SUPERVISOR_AUTHID = "supervisor"
 # The order of the stop: what feeds the mesh first, so nothing it sends is lost on the way; the router last.
+# A router that ran this long before it exited was killed, not crashing on start: it restarts at once again.
+ROUTER_HEALTHY_AFTER = 10.0
 STOP_ORDER = ("producer", "compute", "analyzer", "orchestrator", "router")
 STOP_GRACE_SECONDS = 5  # per group, from SIGTERM to SIGKILL
 ROUTER_STOP_GRACE_SECONDS = 10
@@ -478,9 +480,11 @@ class MeshUp:
     the ordered stop. exit_code says how it ended (0 after a signal, 1 when the router could not run)."""
 
     def __init__(self, reactor, port, analyzers, hosts, compute=1, secrets_file=None, tls=None, listen=DEFAULT_LISTEN,
-                 allowed_origins=(), runtime_base=None, orchestrators=1, data_dir=None):
+                 allowed_origins=(), runtime_base=None, orchestrators=1, data_dir=None, exporter_port=0, notify=None):
         self.reactor = reactor
+        self.notify = notify  # the notifier's config file: a notifier runs only when given one
         self.port = port
+        self.exporter_port = exporter_port  # 0: no exporter
         self.analyzers = analyzers
         self.orchestrators = orchestrators  # more than one: hot standbys (orchestrator-2, ...), for benches
         self.hosts = hosts
@@ -525,7 +529,8 @@ class MeshUp:
             command = router_command(self.port, self.secrets_file, base=self.runtime_base, tls=self.tls,
                                      listen=self.listen, allowed_origins=self.allowed_origins)
             self.router = self.supervisor.add("router", command, self.env, "router", relay_prefix="router",
-                                              policy=RestartPolicy(at_once=True), prepare=self._remove_stale_pid,
+                                              policy=RestartPolicy(at_once=True, healthy_after=ROUTER_HEALTHY_AFTER),
+                                              prepare=self._remove_stale_pid,
                                               essential=True, restartable=False)
         except NerveError as problem:
             return self._fail(str(problem))
@@ -568,6 +573,12 @@ class MeshUp:
         for index in range(self.analyzers):
             name = f"analyzer-{index + 1}"
             add(name, component_command("analyzer", "--authid", name), env, "analyzer")
+        add("alerts", component_command("alerts"), env, "orchestrator")
+        add("recorder", component_command("recorder"), env, "orchestrator")  # its store: NERVE_DATA_DIR in env
+        if self.notify:
+            add("notifier", component_command("notifier", "--config", os.path.abspath(self.notify)), env, "orchestrator")
+        if self.exporter_port:
+            add("exporter", component_command("exporter", "--port", str(self.exporter_port)), env, "orchestrator")
         add("solver", component_command("solver", "--authid", "solver"), env, "compute")
         for index in range(self.compute):
             name = f"compute-{index + 1}"
@@ -676,6 +687,10 @@ def run_mesh(port, analyzers, hosts, **options):
     if port_open(port, local):
         sys.stderr.write(f"nerve up: port {port} is already in use; stop what runs there or pass --port\n")
         return 1
+    if options.get("exporter_port") and port_open(options["exporter_port"], "127.0.0.1"):
+        sys.stderr.write(f"nerve up: port {options['exporter_port']} is in use, so the Prometheus exporter is not started "
+                         f"(--exporter-port moves it, 0 says none)\n")
+        options["exporter_port"] = 0
     from twisted.internet import reactor
 
     up = MeshUp(reactor, port, analyzers, hosts, **options)

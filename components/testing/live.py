@@ -108,15 +108,9 @@ class ComponentProcess:
 
     def stop(self, sig=signal.SIGTERM, timeout=10):
         """Signal the process and wait for it; returns its exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = end_process(self.process, sig, timeout)
         self._output.close()
-        return self.process.returncode
+        return code
 
     def kill(self):
         """SIGKILL: the process gets no chance to leave cleanly."""
@@ -141,6 +135,10 @@ class MeshUpProcess(_LocalRouterUrls):
                          PYTHONUNBUFFERED="1")
         for name in ("NERVE_ROUTER", "NERVE_PORT", "NERVE_HOSTS", "NERVE_LISTEN", "NERVE_ALLOWED_ORIGINS"):
             variables.pop(name, None)
+        # No exporter unless a test asks for one on a free port: meshes running at once would all want its 9464.
+        variables["NERVE_EXPORTER_PORT"] = "0"
+        # Stores (the alert keeper's) of this mesh only, not the project's .nerve/.
+        variables["NERVE_DATA_DIR"] = str(self.workdir / "data")
         variables.update(env or {})
         with open(self.output_path, "wb") as output:
             self.process = subprocess.Popen([sys.executable, "-m", "components", "up", "--port", str(self.port), *args],
@@ -196,14 +194,19 @@ class MeshUpProcess(_LocalRouterUrls):
 
     def stop(self, timeout=40):
         """SIGTERM (the ordered stop), then SIGKILL if it takes longer than timeout; returns the exit code."""
-        if self.running():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return end_process(self.process, signal.SIGTERM, timeout)
+
+
+def end_process(process, sig=signal.SIGTERM, timeout=10):
+    """Send sig to a process that still runs and wait for it, SIGKILL after timeout seconds; returns its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def wait_until(predicate, timeout=5.0, interval=0.05, message="condition"):

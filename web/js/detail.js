@@ -1,4 +1,6 @@
 // Host detail: per-family uPlot charts backfilled from nerve.history, live from nerve.analysis.<host>, plus Analyze.
+// Longer ranges (1 h … 30 d) come from the recorder's nerve.history.range, with a min–max band on coarse steps;
+// dragging across a chart zooms into that span.
 
 import { alertItem, normalizeAlert } from "./alerts.js";
 import {
@@ -13,6 +15,23 @@ const ANALYZE_TIMEOUT_MS = 35000;
 const PALETTE = ["#58a6ff", "#f778ba", "#3fb950", "#d29922", "#a371f7", "#39c5cf", "#ff7b72", "#c9d1d9"];
 
 const CHART_HEIGHT = 150;
+// The time-range picker: key, button text, seconds before now (0: the live window the orchestrator keeps).
+const RANGES = [["live", "5 min live", 0], ["1h", "1 h", 3600], ["6h", "6 h", 6 * 3600], ["24h", "24 h", 86400],
+  ["7d", "7 d", 7 * 86400], ["30d", "30 d", 30 * 86400]];
+const MIN_ZOOM_SECONDS = 10;
+const BAND_ALPHA = "33";
+
+function stepText(step) {
+  return step >= 3600 ? `${step / 3600} h` : step >= 60 ? `${step / 60} min` : `${step} s`;
+}
+
+function axisText(ts, span) {
+  // Spans over two days name the day; under ten minutes the second.
+  if (span > 2 * 86400) {
+    return new Date(ts * 1000).toLocaleString([], { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false });
+  }
+  return clockText(ts, span < 600);
+}
 
 function chartWidth(figure) {
   // The figure's padding is 0.4rem a side; uPlot draws inside it.
@@ -61,6 +80,10 @@ export class HostDetail {
     this.resizeObserver = new ResizeObserver(() => this._resizeCharts());
     this.resizeObserver.observe(this.chartsEl);
     this.el("analyze").addEventListener("click", () => this.analyze());
+    this.rangeKey = "live";
+    this.view = null; // the nerve.history.range answer drawn instead of the live window, or null
+    this.rangeGeneration = 0;
+    this._buildRangePicker();
     this.ticker = setInterval(() => this._renderMeta(), 1000);
   }
 
@@ -78,7 +101,10 @@ export class HostDetail {
       document.title = `${hostId} · nerve`;
     }
     this.root.hidden = false;
-    if (this.session) await this._load(this.session);
+    if (this.session) {
+      await this._load(this.session);
+      if (this.rangeKey !== "live") this.setRange(this.rangeKey);
+    }
   }
 
   close() {
@@ -93,7 +119,10 @@ export class HostDetail {
     this.session = session;
     this.subscription = null;
     this.el("analyze").disabled = false;
-    if (this.hostId) await this._load(session);
+    if (this.hostId) {
+      await this._load(session);
+      if (this.rangeKey !== "live") this.setRange(this.rangeKey);
+    }
   }
 
   detach() {
@@ -110,6 +139,9 @@ export class HostDetail {
 
   _reset() {
     this.generation += 1;
+    this.rangeGeneration += 1;
+    this.view = null;
+    this.drawnView = null;
     this.times = [];
     this.series = new Map();
     this.lastSeq = null;
@@ -348,6 +380,104 @@ export class HostDetail {
     this.el("alerts-empty").hidden = list.childElementCount > 0;
   }
 
+  // -- time ranges ------------------------------------------------------------------------------
+  _buildRangePicker() {
+    const picker = document.createElement("div");
+    picker.className = "range-picker";
+    picker.dataset.detail = "range";
+    picker.setAttribute("role", "group");
+    picker.setAttribute("aria-label", "Time range");
+    picker.style.cssText = "display:flex;flex-wrap:wrap;gap:0.35rem;margin:0 0 0.5rem";
+    this.rangeButtons = new Map();
+    for (const [key, text] of RANGES) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.range = key;
+      button.textContent = text;
+      button.addEventListener("click", () => this.setRange(key));
+      this.rangeButtons.set(key, button);
+      picker.append(button);
+    }
+    this.rangeStatus = document.createElement("p");
+    this.rangeStatus.className = "status-line";
+    this.rangeStatus.dataset.detail = "range-status";
+    this.rangeStatus.setAttribute("role", "status");
+    this.chartsEl.before(picker, this.rangeStatus);
+    this._markRange();
+  }
+
+  _markRange() {
+    for (const [key, button] of this.rangeButtons) {
+      const active = key === this.rangeKey;
+      button.className = active ? "button small" : "button secondary small";
+      button.setAttribute("aria-pressed", String(active));
+    }
+  }
+
+  // Pick a range: the live window, or the last N seconds from the recorder (also resets a zoom).
+  setRange(key) {
+    const seconds = RANGES.find(([name]) => name === key)?.[2];
+    if (seconds === undefined) return;
+    this.rangeKey = key;
+    this._markRange();
+    this.rangeGeneration += 1;
+    if (!seconds) {
+      this.view = null;
+      this.rangeStatus.textContent = "";
+      this.rangeStatus.dataset.state = "";
+      this._redrawCharts();
+      return;
+    }
+    const now = Date.now() / 1000;
+    this._loadRange(now - seconds, now, false);
+  }
+
+  async _loadRange(since, until, zoomed) {
+    const generation = ++this.rangeGeneration;
+    const hostId = this.hostId;
+    const status = this.rangeStatus;
+    if (!this.session || !hostId) return;
+    status.textContent = "Loading history…";
+    status.dataset.state = "pending";
+    let answer;
+    try {
+      answer = await this.session.call("nerve.history.range", [hostId, since, until]);
+    } catch (error) {
+      if (generation !== this.rangeGeneration) return;
+      this.view = { step: 1, ts: [], series: {} }; // no charts rather than another range's under this one's button
+      this._redrawCharts();
+      status.dataset.state = "error";
+      status.textContent = error?.error === "wamp.error.no_such_procedure"
+        ? "No recorder is running, so only the live 5 minutes exist (start one with `nerve recorder`, or `nerve up`)."
+        : error?.error === "nerve.error.not_found"
+          ? `The recorder has nothing of ${hostId} yet.` : `Could not load history: ${errorText(error)}`;
+      return;
+    }
+    if (generation !== this.rangeGeneration || hostId !== this.hostId) return;
+    this.view = answer;
+    const band = answer.min ? " · band: min–max of each step" : "";
+    // The span with its day when it is not all today's, to the second when it is short.
+    const spanText = (ts) => (until - since > 6 * 3600 || new Date(ts * 1000).toDateString() !== new Date().toDateString()
+      ? axisText(ts, Infinity) : clockText(ts, until - since < 600));
+    const span = `${spanText(since)} – ${spanText(until)}`;
+    status.dataset.state = "";
+    status.textContent = `${zoomed ? "Zoomed: " : ""}${span} · ${stepText(answer.step)} steps · ${answer.ts.length} points`
+      + `${band} · drag across a chart to zoom${zoomed ? "; pick a range to go back" : ""}`;
+    this._redrawCharts();
+  }
+
+  _zoom(from, to) {
+    if (!(to - from >= MIN_ZOOM_SECONDS)) return;
+    this._loadRange(from, to, true);
+  }
+
+  _redrawCharts() {
+    for (const chart of this.charts.values()) chart.plot.destroy();
+    this.charts = new Map();
+    this.chartsEl.replaceChildren();
+    this._scheduleCharts();
+  }
+
   // -- charts -------------------------------------------------------------------------------
   _scheduleCharts() {
     if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this._renderCharts(); });
@@ -357,9 +487,15 @@ export class HostDetail {
     const generation = this.generation;
     const uPlot = await loadUPlot();
     if (generation !== this.generation || !this.hostId) return;
+    const view = this.view;
+    if (view && this.drawnView === view && this.charts.size) return; // a recorded range does not move
+    this.drawnView = view;
+    const times = view ? view.ts : this.times;
+    const series = view ? new Map(Object.entries(view.series)) : this.series;
+    const mode = view ? (view.min ? "band" : "range") : "live";
     const schema = this.getSchema()?.measure ?? {};
     const families = new Map();
-    const names = [...this.series.keys()].sort((a, b) => compareMetrics(a, b, schema));
+    const names = [...series.keys()].sort((a, b) => compareMetrics(a, b, schema));
     for (const name of names) {
       const family = familyOf(name);
       if (!families.has(family)) families.set(family, []);
@@ -368,15 +504,21 @@ export class HostDetail {
     let added = false;
     for (const [family, members] of families) {
       let chart = this.charts.get(family);
-      const key = members.join(",");
+      const key = `${mode}:${members.join(",")}`;
       if (chart && chart.key !== key) {
         chart.plot.destroy();
         chart.figure.remove();
         chart = null;
       }
-      const data = [this.times, ...members.map((name) => this.series.get(name))];
+      const data = [times, ...members.map((name) => series.get(name))];
+      if (mode === "band") {
+        data.push(...members.map((name) => view.min[name]), ...members.map((name) => view.max[name]));
+      }
       if (!chart) {
-        chart = this._createChart(uPlot, family, members, schema[family] ?? {}, data);
+        chart = this._createChart(uPlot, family, members, schema[family] ?? {}, data, mode);
+        chart.figure.dataset.source = view ? "history" : "live";
+        chart.figure.dataset.points = String(times.length);
+        if (view) chart.figure.dataset.step = String(view.step);
         this.charts.set(family, chart);
         added = true;
       } else {
@@ -390,7 +532,7 @@ export class HostDetail {
     }
   }
 
-  _createChart(uPlot, family, members, spec, data) {
+  _createChart(uPlot, family, members, spec, data, mode = "live") {
     const unit = spec.unit ?? "";
     const figure = document.createElement("figure");
     figure.className = "chart";
@@ -407,7 +549,17 @@ export class HostDetail {
     const options = {
       width,
       height: CHART_HEIGHT,
-      cursor: { drag: { x: false, y: false } },
+      // On a recorded range a drag across the chart zooms into it (loaded again, at a finer step if one fits).
+      cursor: { drag: mode === "live" ? { x: false, y: false } : { x: true, y: false, setScale: false } },
+      hooks: mode === "live" ? {} : {
+        setSelect: [(u) => {
+          if (u.select.width < 3) return;
+          const from = u.posToVal(u.select.left, "x");
+          const to = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          this._zoom(from, to);
+        }],
+      },
       legend: { show: true, live: true },
       scales: {
         x: { time: true },
@@ -422,7 +574,7 @@ export class HostDetail {
         },
       },
       axes: [
-        { ...axis, space: 80, values: (u, splits) => splits.map((ts) => clockText(ts, u.scales.x.max - u.scales.x.min < 600)) },
+        { ...axis, space: 80, values: (u, splits) => splits.map((ts) => axisText(ts, u.scales.x.max - u.scales.x.min)) },
         { ...axis, size: 64, values: (u, splits) => splits.map((value) => formatValue(value, unit, { digits: value % 1 ? 1 : 0 })) },
       ],
       series: [
@@ -436,7 +588,20 @@ export class HostDetail {
           spanGaps: true,
           value: (u, value, sidx, idx) => formatValue(idx === null ? lastValue(u.data[sidx]) : value, unit),
         })),
+        ...(mode === "band" ? ["min", "max"].flatMap((kind) => members.map((name, index) => ({
+          label: `${instanceOf(name) ?? spec.label ?? name} ${kind}`,
+          stroke: `${PALETTE[index % PALETTE.length]}${BAND_ALPHA}`,
+          width: 1,
+          points: { show: false },
+          spanGaps: true,
+          value: (u, value, sidx, idx) => formatValue(idx === null ? lastValue(u.data[sidx]) : value, unit),
+        }))) : []),
       ],
+      // The min–max band of each metric: uPlot fills between the max series and the min series.
+      bands: mode === "band" ? members.map((name, index) => ({
+        series: [1 + 2 * members.length + index, 1 + members.length + index],
+        fill: `${PALETTE[index % PALETTE.length]}${BAND_ALPHA}`,
+      })) : [],
     };
     const plot = new uPlot(options, data, holder);
     return { figure, plot, key: members.join(",") };

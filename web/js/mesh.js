@@ -2,18 +2,35 @@
 // session meta API (it carries every session's address and HTTP headers): the router's own nerve.mesh service
 // (router/mesh_view.py) answers instead, with each backend session's id, authid and role, and only a count of the
 // anonymous ones. Under `nerve up`, its supervisor's retained nerve.supervisor.children event adds every child process
-// with its state, restarts and last exit.
+// with its state, restarts and last exit. While a notifier is on the mesh, a line names its unreachable channels.
 
 import { formatValue, naturalCompare } from "./format.js";
 import { frameScheduler } from "./schedule.js";
 
 const SESSIONS_URI = "nerve.mesh.sessions";
 const CHILDREN_TOPIC = "nerve.supervisor.children";
+const RECORDER_TOPIC = "nerve.recorder.state"; // retained by the recorder (components/history/recorder.py)
+// The notifier's channels (components/notify/notifier.py), asked for while a notifier is on the mesh.
+const NOTIFIER_STATS_URI = "nerve.notifier.stats";
+const NOTIFIER_POLL_MS = 2000;
 // A child process in these states is not doing its work.
 const TROUBLED = new Set(["restarting", "failed"]);
 // Analyzer loads arrive every second per instance; drawing them once a second is enough.
 const LOAD_GAP_MS = 1000;
 const ROLES = ["tracker", "simulator", "analyzer", "orchestrator", "dashboard", "operator", "component"];
+
+// The panel's status line with data attribute `key` (camelCase), made under the counts on first use.
+function panelLine(root, key) {
+  if (!root) return null;
+  let line = [...root.querySelectorAll("p.status-line")].find((element) => key in element.dataset);
+  if (!line) {
+    line = document.createElement("p");
+    line.className = "status-line";
+    line.dataset[key] = "";
+    root.querySelector(".mesh-counts")?.after(line);
+  }
+  return line;
+}
 
 export class MeshPanel {
   constructor({ root, onJoin, onLeave, onOrchestrator } = {}) {
@@ -31,6 +48,7 @@ export class MeshPanel {
     this.calleesKnown = false;
     this.children = null; // nerve up's child processes, once its supervisor has said
     this.childRows = new Map();
+    this.notifierTimer = null;
   }
 
   // Called on every (re)join: rebuild everything from the router, then follow nerve.mesh's events.
@@ -53,6 +71,7 @@ export class MeshPanel {
       on("nerve.analyzer.", (args, kwargs, details) => this._load(args[0], details), { match: "prefix" }),
       // Retained: the latest state at once, whenever the page opens.
       on(CHILDREN_TOPIC, (args) => this._children(args[0]), { get_retained: true }),
+      on(RECORDER_TOPIC, (args) => this._recorder(args[0]), { get_retained: true }),
     ]);
     const view = await session.call(SESSIONS_URI);
     if (session !== this.session) return;
@@ -64,6 +83,7 @@ export class MeshPanel {
     listed = true;
     for (const apply of early.splice(0)) apply();
     this.render();
+    this._watchNotifier();
   }
 
   detach() {
@@ -147,6 +167,65 @@ export class MeshPanel {
     }
     counts.dashboard += this.anonymous;
     return counts;
+  }
+
+  // The recorder's state line: recording, or why not (a full disk shows here while the mesh runs on).
+  _recorder(state) {
+    const line = panelLine(this.root, "meshRecorder");
+    if (!line || !state) return;
+    const trouble = state.state !== "recording" && state.state !== "waiting for samples";
+    const size = `${formatValue(state.bytes, "B")} of ${formatValue(state.max_disk, "B")}`;
+    const free = state.disk_free === null || state.disk_free === undefined ? "" : `, ${formatValue(state.disk_free, "B")} free`;
+    const why = trouble && state.last_error ? `: ${state.last_error.message}` : "";
+    line.textContent = `History recorder: ${state.state}${why} (${size}${free})`;
+    line.dataset.state = trouble ? "error" : "";
+    line.dataset.recorder = state.state;
+  }
+
+  // While a notifier is on the mesh, a line says how its channels are doing; an unreachable one is named with its
+  // error and what waits for it.
+  _watchNotifier() {
+    this.notifierTimer ??= setInterval(() => this._pollNotifier(), NOTIFIER_POLL_MS);
+    this._pollNotifier();
+  }
+
+  async _pollNotifier() {
+    const session = this.session;
+    const present = session && [...this.sessions.values()].some((info) => info.authrole === "notifier");
+    let stats = null;
+    if (present) {
+      try {
+        stats = await session.call(NOTIFIER_STATS_URI);
+      } catch (error) {
+        stats = null; // not registered yet, or gone between the check and the call
+      }
+    }
+    if (session === this.session) this._renderNotifier(stats);
+  }
+
+  _renderNotifier(stats) {
+    let line = this.root?.querySelector("[data-mesh-notifier]");
+    if (!line && this.root) {
+      line = document.createElement("p");
+      line.className = "status-line";
+      line.dataset.meshNotifier = "";
+      this.root.querySelector(".mesh-counts")?.after(line);
+    }
+    if (!line) return;
+    const channels = Object.entries(stats?.channels ?? {});
+    const down = channels.filter(([, channel]) => channel.state === "unreachable");
+    line.dataset.state = down.length ? "error" : "";
+    line.replaceChildren();
+    if (!channels.length) return;
+    line.append(`Notifications: ${channels.length - down.length} of ${channels.length} channels reachable`);
+    for (const [name, channel] of down) {
+      const item = document.createElement("span");
+      item.className = "notifier-channel";
+      item.dataset.channel = name;
+      item.dataset.channelState = channel.state;
+      item.textContent = `; ${name} (${channel.type}) unreachable: ${channel.last_error ?? "no answer"}, ${channel.pending} waiting`;
+      line.append(item);
+    }
   }
 
   // Who joined or left is drawn in the next frame.
