@@ -10,7 +10,12 @@ offers only what the mesh panel shows:
   session as `{session, authid, authrole}`; anonymous sessions only as a count; the sessions serving
   `nerve.analyze` as `{session, authid}`.
 - `nerve.mesh.joined` / `nerve.mesh.left` (events): a backend session as `{session, authid, authrole}`,
-  or, when an anonymous session joined or left, `{anonymous: count}`.
+  or, when an anonymous session joined or left, `{anonymous: count}`. A backend session's `nerve.mesh.left` also
+  says `goodbye`: true when the session said GOODBYE (a component stopping cleanly), false when its transport was
+  lost (a killed process, a dead machine or network). The meta event `wamp.session.on_leave` carries only the
+  session id in both cases, so `record_leaves` wraps Crossbar's `RouterSession.onLeave`, the one place that is told
+  (the close reason: the peer's GOODBYE reason, or none when the transport went away), as router/metering.py wraps
+  its message handling.
 - `nerve.mesh.analyzers` (event): `{analyzers: [{session, authid}]}` whenever the set of sessions serving
   `nerve.analyze` changed.
 
@@ -18,6 +23,7 @@ Nothing else of a session (transport, headers, addresses, authextra, authmethod)
 """
 
 from autobahn.wamp.exception import ApplicationError
+from crossbar.router.session import RouterSession
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
@@ -40,6 +46,26 @@ def public_record(details):
 
 
 ANONYMOUS_ROLE = "dashboard"
+MAX_LEAVES_KEPT = 10000  # leaves nobody read (another realm's sessions): dropped beyond this, so memory stays bounded
+
+# session id -> whether it said GOODBYE, filled as sessions leave, read once by MeshView._announce_left.
+leaves = {}
+_original_on_leave = RouterSession.onLeave
+
+
+def _recording_on_leave(self, details):
+    session_id = getattr(self, "_session_id", None) or getattr(self, "_previous_session_id", None)
+    if session_id is not None:
+        if len(leaves) > MAX_LEAVES_KEPT:
+            leaves.clear()
+        leaves[session_id] = details is not None and details.reason is not None
+    return _original_on_leave(self, details)
+
+
+def record_leaves(enabled=True):
+    """Record, for every session that leaves the router worker, whether it said GOODBYE (idempotent; enabled=False
+    puts Crossbar's own onLeave back, and nerve.mesh.left then says goodbye: false for every session)."""
+    RouterSession.onLeave = _recording_on_leave if enabled else _original_on_leave
 
 
 def is_anonymous(details):
@@ -112,14 +138,20 @@ class MeshView:
             self._listing.add(session_id)
         if session_id in self.anonymous:
             self.anonymous.discard(session_id)
+            reactor.callLater(0, leaves.pop, session_id, None)
             self.session.publish(LEFT_TOPIC, {"anonymous": len(self.anonymous)})
             return
         record = self.backend.pop(session_id, None)
         if record is None:
+            leaves.pop(session_id, None)
             return
-        self.session.publish(LEFT_TOPIC, dict(record))
+        # After a GOODBYE Crossbar publishes the meta event before it calls onLeave: read the reason a turn later.
+        reactor.callLater(0, self._announce_left, record)
         if any(analyzer["session"] == session_id for analyzer in self.analyzers):
             self._set_analyzers([analyzer for analyzer in self.analyzers if analyzer["session"] != session_id])
+
+    def _announce_left(self, record):
+        self.session.publish(LEFT_TOPIC, dict(record, goodbye=leaves.pop(record["session"], False)))
 
     def _on_registration_change(self, *args):
         # Registrations change rarely (a component starting or stopping): re-read nerve.analyze's callees, once per

@@ -12,13 +12,13 @@ from types import MappingProxyType
 from crossbar.router.protocol import WampRawSocketServerProtocol
 
 from components.mesh.tuning import apply_process_tuning, checked_settings, tune_transport
-from router import metering
+from router import mesh_view, metering
 from router.guards import GUARD_DEFAULTS
 
 # The guards (router/guards.py, installed next to the tuning) are switched by name the same way.
 DEFAULT_SETTINGS = MappingProxyType({"tcp_nodelay": True, "lazy_debug_format": True, "freeze_startup_heap": True,
                                      "join_reads_once": True, "large_messages_at_once": True, "metering": True,
-                                     **GUARD_DEFAULTS})
+                                     "leave_reasons": True, **GUARD_DEFAULTS})
 settings = dict(DEFAULT_SETTINGS)
 
 _original_connection_made = WampRawSocketServerProtocol.connectionMade
@@ -89,6 +89,7 @@ def configure(overrides=None):
     apply_process_tuning({name: settings[name] for name in ("join_reads_once", "large_messages_at_once",
                                                             "freeze_startup_heap")})
     metering.count_messages(settings["metering"])
+    mesh_view.record_leaves(settings["leave_reasons"])
 
 
 def restore():
@@ -98,3 +99,4 @@ def restore():
     _set_lazy_log_helpers(False)
     apply_process_tuning({"join_reads_once": False, "large_messages_at_once": False, "freeze_startup_heap": False})
     metering.count_messages(False)
+    mesh_view.record_leaves(False)

@@ -107,7 +107,7 @@ def test_crossbar_uses_the_deferred_helpers_only_as_log_arguments(module_name):
 def test_an_unknown_tuning_name_is_refused_with_the_known_ones():
     with pytest.raises(ConfigError, match="router tuning: unknown tuning tcp_no_delay; known: tcp_nodelay, "
                                           "lazy_debug_format, freeze_startup_heap, join_reads_once, "
-                                          "large_messages_at_once, metering, hello_deadline"):
+                                          "large_messages_at_once, metering, leave_reasons, hello_deadline"):
         tuning.configure({"tcp_no_delay": False})
 
 
@@ -157,3 +157,19 @@ def test_the_router_sets_tcp_nodelay_on_rawsocket_connections_unless_the_tuning_
         tuning.restore()
     assert asked == ([True] if no_delay else [])
     assert WampRawSocketServerProtocol.connectionMade is tuning._original_connection_made
+
+
+def test_the_router_records_why_sessions_leave_unless_the_tuning_turns_it_off():
+    from crossbar.router.session import RouterSession
+
+    from router import mesh_view
+
+    try:
+        tuning.configure({})
+        assert RouterSession.onLeave is mesh_view._recording_on_leave
+        tuning.configure({"leave_reasons": False})
+        assert RouterSession.onLeave is mesh_view._original_on_leave
+        tuning.configure({})
+    finally:
+        tuning.restore()
+    assert RouterSession.onLeave is mesh_view._original_on_leave

@@ -169,10 +169,12 @@ def test_mesh_sessions_show_who_is_there_and_nothing_of_their_connections(router
     yield other_dashboard.leave()
     yield wait_until(lambda: any(event.get("authid") == "mesh-view-op" for event in left.payloads()), timeout=5,
                      message="nerve.mesh.left for the operator")
-    assert {"session": operator_id(left), "authid": "mesh-view-op", "authrole": "operator"} in left.payloads()
+    # It left with a GOODBYE (session.leave()), so the router says it left cleanly.
+    assert {"session": operator_id(left), "authid": "mesh-view-op", "authrole": "operator", "goodbye": True} in left.payloads()
     assert any(set(event) == {"anonymous"} for event in joined.payloads())
     for event in joined.payloads() + left.payloads():
-        assert set(event) in ({"session", "authid", "authrole"}, {"anonymous"}), event
+        assert set(event) in ({"session", "authid", "authrole"}, {"session", "authid", "authrole", "goodbye"},
+                              {"anonymous"}), event
         assert_filtered(event)
 
 

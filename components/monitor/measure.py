@@ -34,6 +34,12 @@ MEASURE_SCHEMA = {
     "procs": {"label": "Processes", "unit": "", "min": 0},
 }
 HEADLINE_METRICS = tuple(name for name, spec in MEASURE_SCHEMA.items() if spec.get("headline"))
+# Optional fields of a measurement beside host_id, hostname, run, seq, ts, interval and metrics.
+MEASURE_OPTIONAL_FIELDS = {
+    # Sent by a tracker measuring a real machine (not by the simulator); the alert keeper reads it from the first
+    # measurement after each join: a boot time that moved is a REBOOT alert.
+    "boot_time": {"label": "Booted at", "unit": "epoch s", "min": 0},
+}
 
 
 def measure_topic(host_id):
@@ -80,7 +86,8 @@ def validate_measure(event, now, topic=None):
         if (type(host_id) is str and type(seq) is int and type(ts) is float and type(interval) is float
                 and type(metrics) is dict and 0 <= seq <= MAX_SEQ and MIN_INTERVAL <= interval <= MAX_INTERVAL
                 and now - MAX_AGE_SECONDS <= ts <= now + MAX_FUTURE_SECONDS and 0 < len(metrics) <= MAX_METRICS
-                and (topic is None or topic == MEASURE_TOPIC_PREFIX + host_id) and HOST_ID_PATTERN.match(host_id)):
+                and (topic is None or topic == MEASURE_TOPIC_PREFIX + host_id) and HOST_ID_PATTERN.match(host_id)
+                and ("boot_time" not in event or type(event["boot_time"]) is float and event["boot_time"] >= 0)):
             cached = _bounds_by_name.get
             for name, value in metrics.items():
                 bounds = cached(name)
@@ -116,6 +123,9 @@ def _validate_fully(event, now, topic):
     ts = event["ts"]
     if ts > now + MAX_FUTURE_SECONDS or ts < now - MAX_AGE_SECONDS:
         raise InvalidArgument(f"measurement field 'ts': {ts} is {ts - now:+.0f} s from now, outside the accepted range")
+    boot_time = event.get("boot_time", 0.0)
+    if not _finite_number(boot_time) or boot_time < 0:
+        raise InvalidArgument(f"measurement field 'boot_time' must be epoch seconds (a number >= 0), got {boot_time!r:.60}")
     metrics = event["metrics"]
     if not metrics or len(metrics) > MAX_METRICS:
         raise InvalidArgument(f"measurement field 'metrics' must hold 1 to {MAX_METRICS} values, got {len(metrics)}")

@@ -165,6 +165,7 @@ class Tracker:
         self.seq = 0
         self.slot = 0
         self.hostname = socket.gethostname()
+        self.fields = {}  # optional measurement fields (MEASURE_OPTIONAL_FIELDS) this tracker sends
         if config.hosts:
             simulated = SimulatedHosts(config.hosts, seed=config.seed)
             self.host_ids = simulated.host_ids
@@ -173,6 +174,7 @@ class Tracker:
             sampler = SystemSampler()
             self.host_ids = [config.host_id or local_host_id()]
             self.read = lambda now, hosts: [sampler.sample()]
+            self.fields = {"boot_time": float(psutil.boot_time())}  # a change from one run to the next is a reboot
         self.capacity = max(1, math.ceil(config.buffer_seconds / config.interval)) * len(self.host_ids)
         self.buffer = deque()
         self.unacked = {}
@@ -185,7 +187,7 @@ class Tracker:
             self.seq += 1
         ts, interval, hosts = round(now, 3), self.config.interval, slice(slot, None, self.config.slots)
         return [{"host_id": host_id, "hostname": self.hostname, "run": self.run_id, "seq": self.seq, "ts": ts,
-                 "interval": interval, "metrics": metrics}
+                 "interval": interval, "metrics": metrics, **self.fields}
                 for host_id, metrics in zip(self.host_ids[hosts], self.read(now, hosts))]
 
     @every(lambda config: config.interval / config.slots, offline=True)

@@ -24,17 +24,46 @@ export class Connection {
     this.statusHandlers = [];
     this.joins = 0;
     this.retryTimer = null;
+    this.credentials = null; // {authid, ticket, authrole} while an operator is signed in; the ticket stays in memory
+    this.identity = { authid: null, authrole: null }; // who the router says the session is
+    this.refusedHandlers = [];
+    this.connection = this._connection();
+  }
+
+  _connection() {
     // autobahn's own retry stops for good when the router says GOODBYE (as on shutdown), so we
     // keep max_retries at 0 and run the reconnect loop ourselves.
-    this.connection = new autobahn.Connection({
-      url: this.url,
-      realm: this.realm,
-      max_retries: 0,
-      retry_if_unreachable: false,
-    });
-    this.connection.onopen = (session, details) => this._opened(session, details);
-    this.connection.onclose = (reason, details) => this._closed(reason, details);
+    const options = { url: this.url, realm: this.realm, max_retries: 0, retry_if_unreachable: false };
+    if (this.credentials) {
+      const { authid, ticket, authrole } = this.credentials;
+      // WAMP ticket authentication, the role asked for in HELLO as every WAMP client does.
+      Object.assign(options, {
+        authmethods: ["ticket"], authid, authrole,
+        onchallenge: (session, method) => {
+          if (method === "ticket") return ticket;
+          throw new Error(`the router asked for ${method}, not a ticket`);
+        },
+      });
+    }
+    const connection = new autobahn.Connection(options);
+    connection.onopen = (session, details) => { if (this.connection === connection) this._opened(session, details); };
+    connection.onclose = (reason, details) => (this.connection === connection ? this._closed(reason, details) : true);
+    return connection;
   }
+
+  // Join again at once with these credentials, or anonymously with null, on the same endpoint.
+  reconnectAs(credentials) {
+    const previous = this.connection;
+    this.credentials = credentials;
+    this.connection = this._connection();
+    try { previous.close(); } catch (error) { /* not open */ }
+    this._closed("switching", {});
+    clearTimeout(this.retryTimer);
+    this._open();
+  }
+
+  // Called with the router's reason when it refuses the credentials; the page then joins anonymously again.
+  onRefused(handler) { this.refusedHandlers.push(handler); }
 
   onOpen(handler) { this.openHandlers.push(handler); }
   onClose(handler) { this.closeHandlers.push(handler); }
@@ -67,6 +96,7 @@ export class Connection {
 
   async _opened(session, details) {
     this.session = session;
+    this.identity = { authid: details?.authid ?? null, authrole: details?.authrole ?? null };
     this.joins += 1;
     this.attempt = 0;
     this.downSince = null;
@@ -81,6 +111,12 @@ export class Connection {
   _closed(reason, details) {
     const wasOpen = this.session !== null;
     this.session = null;
+    if (this.credentials && !wasOpen && details?.reason && details.reason !== "wamp.close.normal") {
+      // Refused at join (a wrong ticket, a role it may not have): retrying the same ticket will not help.
+      this.credentials = null;
+      this.connection = this._connection();
+      for (const handler of this.refusedHandlers) handler(`${details.reason}: ${details.message ?? ""}`);
+    }
     if (this.downSince === null) this.downSince = Date.now() / 1000;
     if (wasOpen) for (const handler of this.closeHandlers) handler(reason, details);
     this.delay = wasOpen || !this.delay ? INITIAL_DELAY : Math.min(this.delay * GROWTH, MAX_DELAY);
