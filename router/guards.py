@@ -327,9 +327,28 @@ def _open_message_limit(protocol, anonymous):
     elif "_nerve_max_sizes" in own:
         message, frame = own.pop("_nerve_max_sizes")
         if anonymous:
+            _send_up_to(protocol, message)
             message = _smaller_limit(message, ANONYMOUS_MAX_MESSAGE_SIZE)
             frame = _smaller_limit(frame, ANONYMOUS_MAX_MESSAGE_SIZE)
         protocol.maxMessagePayloadSize, protocol.maxFramePayloadSize = message, frame
+
+
+def _send_up_to(protocol, limit):
+    """Let the router send this connection messages up to `limit` (the transport's own) while it reads only smaller ones.
+
+    Autobahn checks maxMessagePayloadSize when sending too, so the anonymous limit alone would keep a page from a
+    snapshot or a digest of a few thousand hosts. The connection's sendMessage (an instance attribute over the class's
+    method) lifts it for the length of each send; the reactor runs one send at a time."""
+    send = protocol.sendMessage
+
+    def send_message(*args, **kwargs):
+        reading, protocol.maxMessagePayloadSize = protocol.maxMessagePayloadSize, limit
+        try:
+            return send(*args, **kwargs)
+        finally:
+            protocol.maxMessagePayloadSize = reading
+
+    protocol.sendMessage = send_message
 
 
 def _joined_yet(protocol):

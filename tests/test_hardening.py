@@ -254,6 +254,25 @@ def test_a_joined_backend_keeps_the_large_limit_and_anonymous_sessions_a_moderat
 
 
 @pytest_twisted.inlineCallbacks
+def test_an_anonymous_page_still_receives_messages_larger_than_it_may_send(router):
+    # A snapshot or a digest of thousands of hosts is over the anonymous limit; only what a page sends is capped.
+    page = yield join(router.websocket_url)
+    orchestrator = yield join(router.rawsocket_url, "orchestrator", "hardening-big",
+                              router.ticket("orchestrator", "hardening-big"), serializers=("msgpack",))
+    events = EventLog()
+    try:
+        yield page.subscribe(events, "nerve.analysis.hardening-big")
+        blob = "x" * (4 * guards.ANONYMOUS_MAX_MESSAGE_SIZE)
+        yield publish_acknowledged(orchestrator, "nerve.analysis.hardening-big", {"blob": blob})
+        yield wait_until(lambda: events.payloads(), timeout=5, message="the large event on the page")
+        assert events.payloads()[0]["blob"] == blob
+    finally:
+        yield orchestrator.leave()
+        if page.is_attached():
+            yield page.leave()
+
+
+@pytest_twisted.inlineCallbacks
 def test_refused_logins_are_short_rate_limited_lines(router, digests):
     before = len(router.log_text())
     with WorkerMeter(router) as meter:
