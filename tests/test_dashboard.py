@@ -51,14 +51,14 @@ class Browser:
         return result
 
     @defer.inlineCallbacks
-    def open(self, url, width=1280, height=800):
+    def open(self, url, width=1280, height=800, scale=1):
         """A fresh page (own context) at url, with its console errors collected; fires once it is connected."""
-        page = yield self.run(self._open, url, width, height)
+        page = yield self.run(self._open, url, width, height, scale)
         yield page.wait_for("() => window.nerve && window.nerve.connection.state === 'connected'", timeout=10)
         return page
 
-    def _open(self, url, width, height):
-        context = self.chromium.new_context(viewport={"width": width, "height": height})
+    def _open(self, url, width, height, scale=1):
+        context = self.chromium.new_context(viewport={"width": width, "height": height}, device_scale_factor=scale)
         page = context.new_page()
         driver = Page(self, context, page)
         page.on("console", lambda message: driver.console.append((message.type, message.text)))
@@ -188,7 +188,10 @@ def test_page_loads_without_console_errors_and_shows_the_trackers_host(router, o
 
 
 @pytest_twisted.inlineCallbacks
-def test_host_driven_high_turns_its_tile_high_and_adds_an_alert_within_2_s(router, orchestrator, start, pages, dashboard):
+def test_host_driven_high_turns_its_tile_high_and_adds_an_alert_within_2_s(router, orchestrator, start, pages, dashboard,
+                                                                          tmp_path):
+    start("alerts", "--data-dir", str(tmp_path))  # the feed shows the alert keeper's records
+    yield wait_for_callees(dashboard, "nerve.alerts.open", 1, timeout=20)
     yield wait_for_callees(dashboard, "nerve.analyze", 0)
     start("analyzer", "--authid", "analyzer-dash-high")
     yield wait_for_callees(dashboard, "nerve.analyze", 1)
@@ -208,11 +211,11 @@ def test_host_driven_high_turns_its_tile_high_and_adds_an_alert_within_2_s(route
     assert time.monotonic() - published < 2
     first = yield page.evaluate("() => document.querySelector('#alert-list li')?.textContent")
     assert "dash-hot" in first and "LOW" in first and "HIGH" in first and "cpu" in first
-    # The ad-hoc alert shape (`nerve alert send`) lands in the same feed, on top.
+    # The ad-hoc alert shape (`nerve alert send`) lands in the feed's messages, on top.
     operator = yield join(router.rawsocket_url, "operator", "dash-operator", router.ticket("operator", "dash-operator"))
     yield publish_acknowledged(operator, "nerve.alert.dash-hot", {"message": "deploy started", "ts": time.time(),
                                                                   "sender": "dash-operator"})
-    yield page.wait_for("() => document.querySelector('#alert-list li')?.textContent.includes('deploy started')")
+    yield page.wait_for("() => document.querySelector('#alert-messages li')?.textContent.includes('deploy started')")
     assert page.errors() == [], page.console
     yield session.leave()
     yield operator.leave()

@@ -5,7 +5,8 @@ import { Connection } from "./connection.js";
 import { HostDetail } from "./detail.js";
 import { errorText, formatClock } from "./format.js";
 import { MeshPanel } from "./mesh.js";
-import { Overview, SNAPSHOT_OPTIONS } from "./overview.js";
+import { SignIn } from "./signin.js";
+import { Overview, fetchSnapshot } from "./overview.js";
 
 const $ = (selector) => document.querySelector(selector);
 const SNAPSHOT_RETRY_MS = 1000;
@@ -20,12 +21,19 @@ let orchestratorMissing = false;
 const connection = new Connection();
 const overview = new Overview({
   list: $("#tiles"),
+  map: $("#fleet-canvas"),
+  card: $("#fleet-card"),
+  open: (hostId) => { window.location.hash = `#/host/${encodeURIComponent(hostId)}`; },
   summary: $("#summary"),
   count: $("#host-count"),
   empty: $("#overview-empty"),
   filterForm: $("#overview-controls"),
 });
-const alerts = new AlertFeed({ list: $("#alert-list"), count: $("#alert-count"), empty: $("#alerts-empty") });
+const alerts = new AlertFeed({
+  list: $("#alert-list"), count: $("#alert-count"), counts: $("#alert-counts"), empty: $("#alerts-empty"),
+  messages: $("#alert-messages"), groupBy: $("#alert-group-by"), action: $("#alert-action"),
+});
+const signIn = new SignIn({ form: $("#signin"), state: $("#signin-state"), signOut: $("#signout"), connection });
 const detail = new HostDetail({ root: $("#detail-view"), overview, getSchema: () => schema });
 const mesh = new MeshPanel({
   root: $("#mesh-panel"),
@@ -66,7 +74,7 @@ async function loadSnapshot(session) {
   snapshotSession = session;
   const attempt = (async () => {
     try {
-      const snapshot = await session.call("nerve.snapshot", [], SNAPSHOT_OPTIONS);
+      const snapshot = await fetchSnapshot(session);
       if (session !== connection.session) return;
       orchestratorMissing = false;
       setSchema(snapshot.schema);
@@ -92,13 +100,15 @@ connection.onOpen(async (session) => {
     session.subscribe("nerve.digest", (args) => overview.applyDigest(args[0])),
     session.subscribe("nerve.alert.", (args, kwargs, details) => alerts.handle(args, kwargs, details), { match: "prefix" }),
   ]);
-  await Promise.all([loadSnapshot(session), mesh.attach(session), detail.attach(session)]);
+  await Promise.all([loadSnapshot(session), mesh.attach(session), detail.attach(session),
+                     alerts.attach(session, { canAct: signIn.signedIn })]);
 });
 
 connection.onClose(() => {
   overview.setOnline(false);
   mesh.detach();
   detail.detach();
+  alerts.detach();
   clearTimeout(snapshotTimer);
 });
 
@@ -152,8 +162,8 @@ function route() {
     detail.close();
     $("#overview-view").hidden = false;
     if (lastHost) {
-      // Back on the overview, focus returns to the tile the user came from.
-      overview.host(lastHost)?.refs?.link.focus({ preventScroll: false });
+      // Back on the overview, focus returns to the tile or map cell the user came from.
+      overview.focusHost(lastHost);
       lastHost = null;
     }
   }
@@ -167,6 +177,7 @@ window.nerve = {
   connection,
   overview,
   alerts,
+  signIn,
   mesh,
   detail,
   get schema() { return schema; },

@@ -64,10 +64,11 @@ export function formatAge(seconds) {
   return `${Math.round(s / 86400)} d ago`;
 }
 
+// One formatter for every clock time: toLocaleTimeString builds a new one per call, the alert feed's largest cost.
+const CLOCK = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+
 export function formatClock(epochSeconds) {
-  if (!epochSeconds) return "–";
-  const date = new Date(epochSeconds * 1000);
-  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  return epochSeconds ? CLOCK.format(new Date(epochSeconds * 1000)) : "–";
 }
 
 export function isoTime(epochSeconds) {

@@ -1,75 +1,67 @@
-// The overview: one keyed tile per host, fed by nerve.snapshot and nerve.digest, rendered in animation frames.
+// The overview: the fleet model fed by nerve.snapshot and nerve.digest, its filter and order, the header counts,
+// and the two views of it (the canvas fleet map and the virtualised tiles), drawn in animation frames.
 
-import { formatAge, formatValue, levelRank, levelText, naturalCompare } from "./format.js";
-import { Ring, SPARK_POINTS, createSparkline, drawSparkline } from "./sparkline.js";
+import { FleetMap } from "./fleetmap.js";
+import { formatAge, formatValue, naturalCompare } from "./format.js";
+import { ALWAYS_COUNTED, STALE, ensureLevelStyle, hostLevelRank, installLevelStyles, levelKey,
+  levelStyle } from "./levels.js";
+import { Ring, SPARK_POINTS } from "./sparkline.js";
+import { TileGrid, setText } from "./tiles.js";
 
 // The metric each tile draws as its sparkline; nerve.snapshot backfills its recent values.
 export const SPARK_METRIC = "cpu";
 export const SNAPSHOT_OPTIONS = { recent: SPARK_POINTS, metric: SPARK_METRIC };
 
+/**
+ * nerve.snapshot for this page: first without history (about 75 bytes a host), then, for a fleet small enough to
+ * open on tiles, again with the sparklines' recent values (the map has no sparklines to fill).
+ */
+export async function fetchSnapshot(session) {
+  const snapshot = await session.call("nerve.snapshot");
+  if (Object.keys(snapshot.hosts ?? {}).length > TILES_UP_TO) return snapshot;
+  return session.call("nerve.snapshot", [], SNAPSHOT_OPTIONS);
+}
+
+// "auto" shows tiles up to TILES_UP_TO matching hosts and the map past it; it goes back to tiles only below
+// TILES_BACK_BELOW, so a filter whose count hovers around the limit does not flip views every second.
+export const TILES_UP_TO = 300;
+const TILES_BACK_BELOW = 240;
+
 const MIN_STALE_SECONDS = 5;
 // One missed digest tick must not flip a healthy host to stale.
 const STALE_GRACE_SECONDS = 1.5;
+// Hosts moving around while one reads them is worse than a position a second late: re-sorts are throttled,
+// except right after the user changed the sort or filter, or a host appeared.
 const VALUE_SORT_EVERY_MS = 2000;
 const LEVEL_SORT_EVERY_MS = 1000;
-// Ages tick once a second; a digest re-renders a tile anyway, so the ticker skips tiles drawn since.
 const TICK_MS = 1000;
 
+const PROBLEM_RANK = hostLevelRank("MEDIUM");
+
+// Tie-breaks compare a precomputed name rank: one collator pass per new host set, not one per comparison.
 const SORTS = {
-  level: (a, b) => rankOf(b) - rankOf(a) || naturalCompare(a.id, b.id),
-  name: (a, b) => naturalCompare(a.id, b.id),
-  cpu: (a, b) => (b.values.cpu ?? -1) - (a.values.cpu ?? -1) || naturalCompare(a.id, b.id),
-  mem: (a, b) => (b.values.mem ?? -1) - (a.values.mem ?? -1) || naturalCompare(a.id, b.id),
-  age: (a, b) => (b.ageAt ?? 0) - (a.ageAt ?? 0) || naturalCompare(a.id, b.id),
+  level: (a, b) => b.rank - a.rank || a.nameRank - b.nameRank,
+  name: (a, b) => a.nameRank - b.nameRank,
+  cpu: (a, b) => (b.values.cpu ?? -1) - (a.values.cpu ?? -1) || a.nameRank - b.nameRank,
+  mem: (a, b) => (b.values.mem ?? -1) - (a.values.mem ?? -1) || a.nameRank - b.nameRank,
+  age: (a, b) => (b.ageAt ?? 0) - (a.ageAt ?? 0) || a.nameRank - b.nameRank,
 };
 
-function rankOf(host) {
-  return levelRank(host.level);
-}
-
+// Named filters; any other value of the level control is a level key ("HIGH", "DOWN", "none", ...).
 const FILTERS = {
   all: () => true,
-  HIGH: (host) => host.level === "HIGH",
-  problems: (host) => host.level === "HIGH" || host.level === "MEDIUM",
-  MEDIUM: (host) => host.level === "MEDIUM",
-  LOW: (host) => host.level === "LOW",
-  none: (host) => !host.level,
+  problems: (host) => host.rank >= PROBLEM_RANK,
   stale: (host) => host.stale,
 };
-
-// Marks the members of one longest strictly increasing subsequence of `values` (patience sorting).
-function longestIncreasing(values) {
-  const tails = [];
-  const previous = new Array(values.length).fill(-1);
-  for (let i = 0; i < values.length; i += 1) {
-    if (values[i] < 0) continue;
-    let low = 0;
-    let high = tails.length;
-    while (low < high) {
-      const mid = (low + high) >> 1;
-      if (values[tails[mid]] < values[i]) low = mid + 1;
-      else high = mid;
-    }
-    if (low > 0) previous[i] = tails[low - 1];
-    tails[low] = i;
-  }
-  const keep = new Array(values.length).fill(false);
-  for (let i = tails.length ? tails[tails.length - 1] : -1; i >= 0; i = previous[i]) keep[i] = true;
-  return keep;
-}
-
-// Replaces a text node's data in place: no node swap, so less layout invalidation than textContent.
-function setText(el, text) {
-  const node = el.firstChild;
-  if (node && node.nodeType === 3 && !node.nextSibling) node.data = text;
-  else el.textContent = text;
-}
 
 class Host {
   constructor(id) {
     this.id = id;
     this.hostname = id;
-    this.level = null;
+    this.search = id.toLowerCase();
+    this.digestKey = "none";   // the level key the digest said: what the header counts
+    this.levelKey = "none";    // the level key drawn: the digest's, raised early by an alert
+    this.rank = hostLevelRank("none");
     this.values = {};
     this.seq = null;
     this.ts = null;
@@ -80,13 +72,14 @@ class Host {
     this.serverNow = null;
     this.receivedAt = 0;
     this.ring = new Ring();
-    this.el = null;
-    this.refs = null;
-    this.shown = {};
-    this.visible = false;
     this.sparkDirty = true;
-    this.matches = true;
-    this.renderedAt = 0;
+    this.nameRank = 0;
+    this.ageAt = null;
+  }
+
+  setLevel(key) {
+    this.levelKey = key;
+    this.rank = hostLevelRank(key);
   }
 
   // Seconds since the measurement, on the orchestrator's clock plus time elapsed here since its report.
@@ -100,58 +93,67 @@ class Host {
   }
 }
 
+/** The overview: fleet model, controls, header counts, and the map or the tiles. */
 export class Overview {
-  constructor({ list, summary, count, empty, filterForm, onCounts } = {}) {
+  constructor({ list, map, card, summary, count, empty, filterForm, open } = {}) {
+    installLevelStyles();
     this.list = list;
     this.summary = summary;
     this.countEl = count;
     this.emptyEl = empty;
-    this.onCounts = onCounts;
     this.hosts = new Map();
     this.schema = null;
     this.headline = ["cpu", "mem"];
     this.dirty = new Set();
-    this.created = [];
-    this.removed = [];
+    this.namesDirty = false;
     this.frame = 0;
     this.sort = "level";
     this.filter = "all";
     this.query = "";
+    this.viewChoice = "auto";
+    this.mode = "tiles";
+    this.ordered = [];
     this.orderDirty = true;
-    this.filterDirty = true;
-    this.lastReorder = 0;
     this.forceOrder = true;
+    this.lastReorder = 0;
+    this.paintDirty = false;
     this.online = false;
     this.snapshotApplied = false;
     this.firstFullOverviewMs = null;
     this.lastDigestAt = null;
-    this.renders = 0;
-    this.template = this._template();
-    // content-visibility: auto already tracks which tiles are near the viewport; its state change event
-    // tells us which tiles to keep drawing, with no IntersectionObserver of our own over 500 targets.
-    this.list.addEventListener("contentvisibilityautostatechange", (event) => this._onVisibility(event), true);
+    this.drawnHosts = 0;
+    this.agesDue = false;     // a second passed: rewrite the ages on screen      // hosts in the active view as of the last frame (the map's cells, or tiles to scroll)
+    this.counts = {};
+    this.summaryKeys = "";
+    const invalid = () => this.scheduleRender();
+    this.tiles = new TileGrid({ list, onInvalid: invalid, view: () => this._tileView() });
+    this.mapRoot = map.parentElement;
+    this.map = new FleetMap({ canvas: map, card, onInvalid: invalid, describe: (host) => this.describe(host),
+                              open: (host) => open(host.id) });
     if (filterForm) this._bindControls(filterForm);
+    this._showMode();
     this.ticker = setInterval(() => this._tick(), TICK_MS);
   }
 
+  /** The measurement schema: headline metrics, their labels and units. */
   setSchema(schema) {
     this.schema = schema;
     const measure = schema?.measure ?? {};
     const headline = Object.keys(measure).filter((name) => measure[name].headline);
     if (headline.length) this.headline = headline.slice(0, 2);
-    // Tiles made from a digest that beat the snapshot still carry raw names: give them the schema's labels.
-    for (const host of this.hosts.values()) {
-      if (!host.refs) continue;
-      this.headline.forEach((name, index) => setText(host.refs.keys[index], measure[name]?.label ?? name));
-    }
+    for (const host of this.hosts.values()) this.dirty.add(host);
+    this.scheduleRender();
   }
 
+  /** Connected or not: views are drawn dashed or greyed while the values are frozen. */
   setOnline(online) {
     this.online = online;
     this.list.classList.toggle("offline", !online);
+    this.mapRoot.classList.toggle("offline", !online);
   }
 
   // -- input ----------------------------------------------------------------------------
+  /** nerve.snapshot's answer (or fetchSnapshot's schema-only fallback): every host the orchestrator knows. */
   applySnapshot(snapshot) {
     const now = performance.now();
     if (snapshot.schema) this.setSchema(snapshot.schema);
@@ -161,11 +163,11 @@ export class Overview {
       this._update(id, entry, snapshot.ts, now);
       if (Array.isArray(entry.recent)) this._backfill(this.hosts.get(id), entry.recent);
     }
-    // The snapshot is the orchestrator's whole truth: a host it no longer knows goes.
-    for (const id of this.hosts.keys()) if (!seen.has(id)) this._remove(id);
+    // The snapshot is the orchestrator's whole truth: a host it no longer knows goes (a schema-only one says nothing).
+    if (snapshot.hosts) for (const id of [...this.hosts.keys()]) if (!seen.has(id)) this._remove(id);
     this.lastDigestAt = now;
     this.snapshotApplied = true;
-    this.orderDirty = this.filterDirty = this.forceOrder = true;
+    this.orderDirty = this.forceOrder = true;
     this.scheduleRender();
   }
 
@@ -176,6 +178,7 @@ export class Overview {
     host.sparkDirty = true;
   }
 
+  /** One nerve.digest event: the hosts that changed since the last tick. */
   applyDigest(digest) {
     const now = performance.now();
     for (const id in digest.hosts) this._update(id, digest.hosts[id], digest.ts, now);
@@ -183,13 +186,15 @@ export class Overview {
     this.scheduleRender();
   }
 
-  // A level change reaches us as an alert before the next digest: raise the tile at once, the digest settles it.
+  // A level change reaches us as an alert before the next digest: draw it at once; the digest settles it (and the
+  // header keeps counting the digest's levels meanwhile).
   applyAlert(alert) {
     if (alert.kind !== "level") return;
     const host = this.hosts.get(alert.hostId);
     if (!host || !alert.level) return;
-    if (levelRank(alert.level) > levelRank(host.level)) {
-      host.level = alert.level;
+    const key = levelKey(alert.level);
+    if (hostLevelRank(key) > host.rank) {
+      host.setLevel(key);
       this._markDirty(host, true);
       this.scheduleRender();
     }
@@ -201,7 +206,7 @@ export class Overview {
     for (const host of this.hosts.values()) {
       if (host.left !== left && predicate(host.id)) {
         host.left = left;
-        this._markDirty(host, false);
+        this.dirty.add(host);
       }
     }
     this._evaluateStale(performance.now());
@@ -213,10 +218,13 @@ export class Overview {
     if (!host) {
       host = new Host(id);
       this.hosts.set(id, host);
-      this.created.push(host);
-      this.orderDirty = true;
+      // A new host is drawn on the next frame, not at the next throttled re-sort.
+      this.namesDirty = this.orderDirty = this.forceOrder = true;
     }
-    if (entry.hostname) host.hostname = entry.hostname;
+    if (entry.hostname && entry.hostname !== host.hostname) {
+      host.hostname = entry.hostname;
+      host.search = `${id} ${entry.hostname}`.toLowerCase();
+    }
     const newMeasurement = entry.ts !== host.ts || entry.seq !== host.seq;
     if (newMeasurement && entry.ts !== null && entry.ts !== undefined) {
       if (host.ts !== null && entry.ts > host.ts && entry.seq === host.seq + 1) {
@@ -226,15 +234,20 @@ export class Overview {
       if (typeof entry[SPARK_METRIC] === "number") host.ring.push(entry[SPARK_METRIC]);
       host.sparkDirty = true;
     }
-    const levelChanged = host.level !== (entry.level ?? null);
-    host.level = entry.level ?? null;
+    const key = levelKey(entry.level);
+    const levelChanged = host.levelKey !== key || host.digestKey !== key;
+    if (levelChanged) {
+      ensureLevelStyle(key);
+      host.digestKey = key;
+      host.setLevel(key);
+    }
     host.seq = entry.seq;
     host.ts = entry.ts;
     host.serverStale = Boolean(entry.stale);
     host.serverNow = serverNow;
     host.receivedAt = now;
     for (const name of this.headline) host.values[name] = entry[name];
-    if (newMeasurement || levelChanged || host.shownStale !== host.serverStale) this._markDirty(host, levelChanged);
+    this._markDirty(host, levelChanged);
   }
 
   _remove(id) {
@@ -242,14 +255,14 @@ export class Overview {
     if (!host) return;
     this.hosts.delete(id);
     this.dirty.delete(host);
-    this.removed.push(host);
+    this.orderDirty = this.forceOrder = true;
   }
 
-  _markDirty(host, affectsOrder) {
+  _markDirty(host, colourChanged) {
     this.dirty.add(host);
-    if (affectsOrder) {
+    if (colourChanged) {
+      this.paintDirty = true;
       this.orderDirty = true;
-      this.filterDirty = true;
     }
     if (this.sort === "cpu" || this.sort === "mem") this.orderDirty = true;
   }
@@ -259,156 +272,151 @@ export class Overview {
     form.addEventListener("submit", (event) => event.preventDefault());
     const apply = () => {
       const data = new FormData(form);
-      this.query = String(data.get("q") ?? "").trim().toLowerCase();
-      this.filter = String(data.get("level") ?? "all");
-      this.sort = String(data.get("sort") ?? "level");
-      this.filterDirty = this.orderDirty = this.forceOrder = true;
-      this.scheduleRender();
+      this.setView({ query: String(data.get("q") ?? "").trim(), filter: String(data.get("level") ?? "all"),
+                     sort: String(data.get("sort") ?? "level"), view: String(data.get("view") ?? "auto") });
     };
     form.addEventListener("input", apply);
     form.addEventListener("change", apply);
   }
 
-  setView({ sort, filter, query } = {}) {
+  /** Changes sort, filter, query or view ("auto" | "map" | "tiles"); redrawn on the next frame. */
+  setView({ sort, filter, query, view } = {}) {
     if (sort) this.sort = sort;
     if (filter) this.filter = filter;
     if (query !== undefined) this.query = query.toLowerCase();
-    this.filterDirty = this.orderDirty = this.forceOrder = true;
+    if (view) this.viewChoice = view;
+    this.orderDirty = this.forceOrder = true;
     this.scheduleRender();
   }
 
   // -- rendering ------------------------------------------------------------------------
+  /** Asks for one animation frame (several asks, one frame). */
   scheduleRender() {
     if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
   }
 
+  /** One frame: staleness, order (throttled), the active view, the header counts. */
   render() {
     this.frame = 0;
-    this.renders += 1;
     const now = performance.now();
-    if (this.created.length) this._createTiles();
-    if (this.removed.length) this._removeTiles();
+    if (this.namesDirty) this._rankNames();
     this._evaluateStale(now);
-    for (const host of this.dirty) this._renderTile(host, now);
-    this.dirty.clear();
-    if (this.filterDirty) this._applyFilter();
-    // Tiles jumping around while one reads them is worse than a position a second late: reorders are
-    // throttled, except right after the user changed the sort or filter.
     const valueSort = this.sort === "cpu" || this.sort === "mem" || this.sort === "age";
     const every = valueSort ? VALUE_SORT_EVERY_MS : LEVEL_SORT_EVERY_MS;
     if (this.orderDirty && (this.forceOrder || now - this.lastReorder >= every)) {
-      this._reorder();
-      this.lastReorder = now;
+      this._order(now);
     } else if (this.orderDirty) {
       clearTimeout(this.reorderTimer);
       this.reorderTimer = setTimeout(() => this.scheduleRender(), every - (now - this.lastReorder));
     }
+    this._draw(now);
     this._renderSummary();
-    if (this.snapshotApplied && this.firstFullOverviewMs === null) {
+  }
+
+  // Draws the active view: the map's changed cells and its card, or the bound tiles of changed hosts.
+  _draw(now) {
+    const visible = this.list.parentElement.offsetParent !== null;
+    if (!visible) return; // the host detail is open: the dirty set waits for the way back
+    if (this.mode === "map") {
+      if (this.paintDirty) this.map.invalidatePaint();
+      if (this.agesDue) this.map.refreshCard(this.map.hover ?? this.map.focus);
+      for (const host of this.dirty) this.map.refreshCard(host);
+      this.map.draw();
+      this.drawnHosts = this.map.shown;
+    } else {
+      if (this.agesDue) this.tiles.tick(now);
+      this.tiles.draw(this.dirty, now);
+      this.drawnHosts = this.tiles.hosts.length;
+    }
+    this.agesDue = false;
+    this.paintDirty = false;
+    this.dirty.clear();
+    // The first frame after the snapshot that drew every matching host: what a page opening on the fleet waits for.
+    if (this.snapshotApplied && this.firstFullOverviewMs === null && !this.orderDirty) {
       this.firstFullOverviewMs = now;
       performance.mark("nerve:overview-complete");
     }
   }
 
-  _template() {
-    const template = document.createElement("template");
-    template.innerHTML = `<li class="tile-item"><a class="tile">
-      <span class="tile-head"><span class="tile-name"></span><span class="badge"></span></span>
-      <span class="tile-values"><span class="kv"><span class="k"></span><span class="v"></span></span><span class="kv"><span class="k"></span><span class="v"></span></span></span>
-      <span class="tile-spark"></span>
-      <span class="tile-foot"><span class="age"></span><span class="stale-note"></span></span>
-    </a></li>`;
-    return template.content.firstElementChild;
+  _rankNames() {
+    this.namesDirty = false;
+    const sorted = [...this.hosts.values()].sort((a, b) => naturalCompare(a.id, b.id));
+    sorted.forEach((host, index) => { host.nameRank = index; });
   }
 
-  _createTiles() {
-    const fragment = document.createDocumentFragment();
+  _order(now) {
+    this.orderDirty = this.forceOrder = false;
+    this.lastReorder = now;
+    if (this.sort === "age") for (const host of this.hosts.values()) host.ageAt = host.age(now);
+    const accept = FILTERS[this.filter] ?? ((host) => host.levelKey === this.filter);
+    const query = this.query;
+    const ordered = [];
+    for (const host of this.hosts.values()) {
+      if (accept(host) && (!query || host.search.includes(query))) ordered.push(host);
+    }
+    ordered.sort(SORTS[this.sort] ?? SORTS.level);
+    this.ordered = ordered;
+    this._chooseMode(ordered.length);
+    if (this.mode === "map") this.map.setGroups(this._groups(ordered));
+    else this.tiles.setHosts(ordered);
+    this._renderEmpty();
+  }
+
+  // Sorted by level, the map shows one labelled block per level; other sorts are one block.
+  _groups(ordered) {
+    if (this.sort !== "level") return [{ key: "all", label: "", hosts: ordered }];
+    const groups = [];
+    for (const host of ordered) {
+      const last = groups[groups.length - 1];
+      if (last && last.key === host.levelKey) last.hosts.push(host);
+      else groups.push({ key: host.levelKey, hosts: [host] });
+    }
+    for (const group of groups) group.label = `${levelStyle(group.key).label} · ${group.hosts.length}`;
+    return groups;
+  }
+
+  _chooseMode(matching) {
+    let mode = this.viewChoice;
+    if (mode === "auto") {
+      if (matching > TILES_UP_TO) mode = "map";
+      else if (matching < TILES_BACK_BELOW || this.mode === "tiles") mode = "tiles";
+      else mode = this.mode;
+    }
+    if (mode === this.mode) return;
+    this.mode = mode;
+    this._showMode();
+    // The view coming in gets the current order, the one going out lets go of its hosts.
+    if (mode === "map") this.tiles.setHosts([]);
+    else this.map.setGroups([]);
+    for (const host of this.hosts.values()) this.dirty.add(host);
+  }
+
+  _showMode() {
+    this.mapRoot.hidden = this.mode !== "map";
+    this.list.hidden = this.mode !== "tiles";
+    this.list.parentElement.dataset.mode = this.mode;
+  }
+
+  _renderEmpty() {
+    if (!this.emptyEl) return;
+    const shown = this.ordered.length;
+    const text = this.hosts.size ? "No host matches the filter." : "No host has reported yet.";
+    if (this.emptyEl.hidden !== shown > 0) this.emptyEl.hidden = shown > 0;
+    if (this.emptyEl.textContent !== text) this.emptyEl.textContent = text;
+  }
+
+  /** The hover card's text: the host's headline values, level and age. */
+  describe(host) {
     const measure = this.schema?.measure ?? {};
-    for (const host of this.created) {
-      if (!this.hosts.has(host.id) || host.el) continue;
-      const li = this.template.cloneNode(true);
-      const link = li.firstElementChild;
-      link.href = `#/host/${encodeURIComponent(host.id)}`;
-      li.dataset.host = host.id;
-      const [head, values, sparkHolder, foot] = link.children;
-      const kvs = values.children;
-      const spark = createSparkline();
-      sparkHolder.append(spark.svg);
-      host.refs = {
-        link, name: head.firstElementChild, badge: head.lastElementChild,
-        keys: [kvs[0].firstElementChild, kvs[1].firstElementChild],
-        values: [kvs[0].lastElementChild, kvs[1].lastElementChild],
-        spark, age: foot.firstElementChild, staleNote: foot.lastElementChild,
-      };
-      host.refs.name.textContent = host.id;
-      this.headline.forEach((name, index) => {
-        host.refs.keys[index].textContent = measure[name]?.label ?? name;
-      });
-      host.el = li;
-      this.dirty.add(host);
-      fragment.append(li);
-    }
-    this.created = [];
-    this.list.append(fragment);
-    this.orderDirty = this.filterDirty = true;
+    const name = host.hostname !== host.id ? `${host.id} (${host.hostname})` : host.id;
+    const level = levelStyle(host.levelKey).label + (host.stale ? ` · ${host.left ? "stale, tracker left" : "stale"}` : "");
+    const values = this.headline.map((metric) => `${measure[metric]?.label ?? metric} ${formatValue(host.values[metric],
+      measure[metric]?.unit ?? "", { digits: 1 })}`).join(" · ");
+    return `${name}\n${level}\n${values}\nmeasured ${formatAge(host.age(performance.now()))}`;
   }
 
-  _removeTiles() {
-    for (const host of this.removed) {
-      if (host.el) host.el.remove();
-    }
-    this.removed = [];
-  }
-
-  _renderTile(host, now) {
-    const refs = host.refs;
-    if (!refs) return;
-    const shown = host.shown;
-    const measure = this.schema?.measure ?? {};
-    const level = levelText(host.level);
-    if (shown.level !== level) {
-      shown.level = level;
-      host.el.dataset.level = level;
-      setText(refs.badge, level);
-    }
-    if (shown.hostname !== host.hostname) {
-      shown.hostname = host.hostname;
-      refs.link.title = host.hostname !== host.id ? `${host.id} on ${host.hostname}` : host.id;
-    }
-    if (shown.stale !== host.stale || shown.left !== host.left) {
-      shown.stale = host.stale;
-      shown.left = host.left;
-      host.el.dataset.stale = host.stale ? "true" : "false";
-      refs.staleNote.textContent = host.stale ? (host.left ? "stale · tracker left" : "stale") : "";
-    }
-    host.shownStale = host.serverStale;
-    // Numbers, age and sparkline are written only while the tile is on (or near) the screen: touching
-    // the text of 500 off-screen tiles each second costs a full layout. They catch up on scrolling in.
-    if (!host.visible) return;
-    this.headline.forEach((name, index) => {
-      const text = formatValue(host.values[name], measure[name]?.unit ?? "", { digits: 1 });
-      if (shown[name] !== text) {
-        shown[name] = text;
-        setText(refs.values[index], text);
-      }
-    });
-    this._renderAge(host, now);
-    if (host.sparkDirty) {
-      host.sparkDirty = false;
-      const spec = measure[SPARK_METRIC] ?? { min: 0, max: 100 };
-      drawSparkline(refs.spark, host.ring, spec.min ?? 0, spec.max ?? 100);
-    }
-  }
-
-  _renderAge(host, now) {
-    host.renderedAt = now;
-    const age = host.age(now);
-    host.ageAt = age;
-    const text = formatAge(age);
-    if (host.shown.age !== text && host.refs) {
-      host.shown.age = text;
-      setText(host.refs.age, text);
-    }
+  _tileView() {
+    return { measure: this.schema?.measure ?? {}, headline: this.headline, sparkMetric: SPARK_METRIC };
   }
 
   _evaluateStale(now) {
@@ -418,104 +426,78 @@ export class Overview {
       if (stale !== host.stale) {
         host.stale = stale;
         this.dirty.add(host);
-        this.filterDirty = true;
-        if (this.sort === "level") this.orderDirty = true;
+        this.paintDirty = true;
+        if (this.filter === "stale") this.orderDirty = true;
       }
     }
   }
 
-  _applyFilter() {
-    this.filterDirty = false;
-    const accept = FILTERS[this.filter] ?? FILTERS.all;
-    const query = this.query;
-    let shownCount = 0;
+  // Counts the digest's level of every host under its own key: a level the orchestrator starts sending appears.
+  _countLevels() {
+    const counts = { total: this.hosts.size, stale: 0 };
+    for (const key of ALWAYS_COUNTED) counts[key] = 0;
     for (const host of this.hosts.values()) {
-      const matches = accept(host) && (!query || host.id.includes(query) || host.hostname.toLowerCase().includes(query));
-      if (matches) shownCount += 1;
-      if (matches !== host.matches || host.el?.hidden === matches) {
-        host.matches = matches;
-        if (host.el) host.el.hidden = !matches;
-      }
+      counts[host.digestKey] = (counts[host.digestKey] ?? 0) + 1;
+      if (host.stale) counts.stale += 1;
     }
-    this.shownCount = shownCount;
-    if (this.emptyEl) {
-      const text = this.hosts.size ? "No host matches the filter." : "No host has reported yet.";
-      if (this.emptyEl.hidden !== shownCount > 0) this.emptyEl.hidden = shownCount > 0;
-      if (this.emptyEl.textContent !== text) this.emptyEl.textContent = text;
-    }
-  }
-
-  // Moves only the tiles outside the longest run already in order: one host changing level moves one tile.
-  _reorder() {
-    this.orderDirty = false;
-    this.forceOrder = false;
-    if (this.sort === "age") {
-      const now = performance.now();
-      for (const host of this.hosts.values()) host.ageAt = host.age(now);
-    }
-    const sorted = [...this.hosts.values()].filter((host) => host.el).sort(SORTS[this.sort] ?? SORTS.level);
-    const position = new Map();
-    let index = 0;
-    for (const el of this.list.children) position.set(el, index++);
-    const keep = longestIncreasing(sorted.map((host) => position.get(host.el) ?? -1));
-    for (let i = sorted.length - 1; i >= 0; i -= 1) {
-      if (!keep[i]) this.list.insertBefore(sorted[i].el, i + 1 < sorted.length ? sorted[i + 1].el : null);
-    }
+    return counts;
   }
 
   _renderSummary() {
-    const counts = { HIGH: 0, MEDIUM: 0, LOW: 0, none: 0, stale: 0, total: this.hosts.size };
-    for (const host of this.hosts.values()) {
-      if (host.level && counts[host.level] !== undefined) counts[host.level] += 1;
-      else counts.none += 1;
-      if (host.stale) counts.stale += 1;
-    }
-    const key = JSON.stringify(counts) + this.shownCount;
-    if (key === this.summaryKey) return;
-    this.summaryKey = key;
+    const counts = this._countLevels();
     this.counts = counts;
-    if (this.countEl) {
-      this.countEl.textContent = this.shownCount === counts.total ? `${counts.total}` : `${this.shownCount} of ${counts.total}`;
+    const shown = this.ordered.length;
+    if (this.countEl) setText(this.countEl, shown === counts.total ? `${counts.total}` : `${shown} of ${counts.total}`);
+    if (!this.summary) return;
+    const keys = Object.keys(counts).filter((key) => key !== "total" && key !== "stale")
+      .sort((a, b) => hostLevelRank(b) - hostLevelRank(a));
+    const layout = keys.join(" ");
+    if (layout !== this.summaryKeys) {
+      this.summaryKeys = layout;
+      this.summaryCounts = new Map();
+      this.summary.replaceChildren(...["total", ...keys, STALE.key].map((key) => this._summaryItem(key)));
     }
-    if (this.summary) {
-      for (const name of ["HIGH", "MEDIUM", "LOW", "stale"]) {
-        const el = this.summary.querySelector(`[data-count="${name}"]`);
-        if (el) el.textContent = String(counts[name]);
-      }
-    }
-    this.onCounts?.(counts);
+    for (const [key, el] of this.summaryCounts) setText(el, String(counts[key]));
   }
 
-  _onVisibility(event) {
-    const host = this.hosts.get(event.target.dataset?.host);
-    if (!host) return;
-    host.visible = !event.skipped;
-    if (host.visible) {
-      this.dirty.add(host);
-      this.scheduleRender();
-    }
+  _summaryItem(key) {
+    const li = document.createElement("li");
+    li.dataset.level = key;
+    const badge = document.createElement("span");
+    badge.className = key === "total" ? "summary-label" : "badge";
+    badge.dataset.level = key;
+    const style = key === STALE.key ? STALE : key === "total" ? { label: "Hosts", title: "hosts the orchestrator knows" }
+      : levelStyle(key);
+    badge.textContent = style.label;
+    li.title = style.title ?? "";
+    const count = document.createElement("span");
+    count.dataset.count = key;
+    count.textContent = "0";
+    this.summaryCounts.set(key, count);
+    li.append(badge, " ", count);
+    return li;
   }
 
-  // Ages tick on screen between digests; staleness is re-judged for every host.
+  // Ages tick between digests (written in the next frame); staleness is re-judged for every host.
   _tick() {
-    const now = performance.now();
-    let any = false;
-    for (const host of this.hosts.values()) {
-      if (host.visible && host.refs && now - host.renderedAt > TICK_MS * 0.9) {
-        this.dirty.add(host);
-        any = true;
-      }
-    }
-    const before = this.dirty.size;
-    this._evaluateStale(now);
-    if (any || this.dirty.size !== before || this.filterDirty || this.orderDirty) this.scheduleRender();
+    this.agesDue = true;
+    this.scheduleRender();
   }
 
+  /** Seconds since the last digest or snapshot, or null before the first. */
   digestAge() {
     return this.lastDigestAt === null ? null : (performance.now() - this.lastDigestAt) / 1000;
   }
 
+  /** The model of one host (id, hostname, levelKey, values, age(), stale ...), or undefined. */
   host(id) {
     return this.hosts.get(id);
+  }
+
+  /** Brings a host's tile or map cell into view and focuses it (back from its detail). */
+  focusHost(id) {
+    const host = this.hosts.get(id);
+    if (!host) return false;
+    return this.mode === "map" ? this.map.focusHost(host) : this.tiles.focusHost(host);
   }
 }
