@@ -11,6 +11,11 @@ An operator session outside the mesh (Observer, reconnecting on its own when the
   between two events the observer received in one session is lost; one across its reconnect is unobserved (it was
   away when the event could have come).
 - alerts (`nerve.alert.` prefix): no (host, metric, seq) twice.
+- notifications: `nerve up --notify` with one webhook channel to a receiver in this process (group_wait 1 s): every
+  alert record the keeper published as firing (`nerve.alerts.changed`) reaches the webhook as firing, every one it
+  resolved after that as resolved, and no de-duplication key (alert id, status, repeat) arrives twice.
+- recorded measurements: per host, from the first to the last seq the observer saw handed to the recorder
+  (`nerve.samples`, with their exact ts), the recorder's 1 s tier (`nerve.history.range`) holds one point per seq.
 - measurement -> analysis latency of every sample: arrival of its analysed event minus its ts (a call's samples
   between the first and the last get ts interpolated by seq). A sample not analysed yet counts too, once it is
   overdue: a host whose newest analysed sample is older than `interval + p99_limit` at a window's end has one
@@ -22,12 +27,16 @@ An operator session outside the mesh (Observer, reconnecting on its own when the
 bench/chaos_bench.py runs it for 10 minutes and prints `report(result)`; tests/test_chaos.py runs a short one.
 """
 
+import json
 import os
 import random
 import signal
+import tempfile
 import time
+from collections import Counter
 from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy
@@ -36,9 +45,14 @@ from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, reactor, task, threads
 
 from components.testing.live import MeshUpProcess, call_until, sleep
+from components.testing.receivers import WebhookReceiver
 
 ANALYSED_TOPIC = "nerve.orchestrator.analysed"
 ALERT_PREFIX = "nerve.alert."
+ALERTS_CHANGED_TOPIC = "nerve.alerts.changed"
+SAMPLES_TOPIC = "nerve.samples"
+RANGE_URI = "nerve.history.range"
+TS_TOLERANCE = 0.01  # seconds: a recorded ts may differ this much from the one handed over (packing)
 LEADER_URI = "nerve.orchestrator.leader"
 STEP = 0.1  # seconds between the starts of the rolling 1 s windows
 WINDOW = 1.0
@@ -101,9 +115,8 @@ def _sigstop_for(seconds):
     return inject
 
 
-# The faults a run draws from. A component that joins `nerve up` later (a notifier, a recorder) gets its line here,
-# e.g. "kill-notifier": FaultKind("SIGKILL the notifier", 5.0, _child_named("notifier"), _sigkill); a kind is picked
-# by name with `kinds` (chaos_bench.py --kinds).
+# The faults a run draws from; a kind is picked by name with `kinds` (chaos_bench.py --kinds). The bound of a kind
+# that leaves the pipeline alone (the notifier) is the pipeline's too: a fault there must not slow analysis.
 FAULT_KINDS = {
     "kill-analyzer": FaultKind("SIGKILL an analyzer", 3.0, _child_of_group("analyzer"), _sigkill),
     "kill-orchestrator": FaultKind("SIGKILL the active orchestrator", 5.0, _active_orchestrator, _sigkill),
@@ -111,7 +124,18 @@ FAULT_KINDS = {
                              _child_named("router"), _sigkill),
     "stop-analyzer": FaultKind("SIGSTOP an analyzer for 10 s, then SIGCONT", 3.0, _child_of_group("analyzer"),
                                _sigstop_for(10.0)),
+    "kill-notifier": FaultKind("SIGKILL the notifier", 3.0, _child_named("notifier"), _sigkill),
+    "kill-recorder": FaultKind("SIGKILL the recorder", 3.0, _child_named("recorder"), _sigkill),
 }
+NOTIFY_CONFIG = """\
+[channels.chaos]
+type = "webhook"
+url = "{url}"
+
+[[routes]]
+channels = ["chaos"]
+group_wait = "1s"
+"""
 
 
 @dataclass(frozen=True)
@@ -129,7 +153,7 @@ class ChaosSettings:
     p99_limit: float = 1.0
     interval: float = 1.0  # the simulator's (and the tracker's) seconds between measurements
     memory_margin: float = 0.20
-    catch_up: float = 20.0  # at most this long for the last received seqs to be analysed at the end
+    catch_up: float = 20.0  # at most this long for the last received seqs to be analysed (and notified) at the end
     analyzers: int = 2
 
     def schedule(self):
@@ -182,6 +206,13 @@ class ChaosResult:
     alerts: int = 0
     duplicate_alerts: int = 0
     duplicate_examples: list = field(default_factory=list)
+    notifications: int = 0  # alerts in webhook messages
+    notified_alerts: int = 0  # alert records seen firing that were checked
+    unnotified: list = field(default_factory=list)  # (alert id, status) published but never delivered
+    duplicate_notifications: list = field(default_factory=list)  # keys delivered more than once
+    recorded_checked: int = 0  # (host, seq) the recorder should hold
+    unrecorded: int = 0  # of them, not in its 1 s tier
+    unrecorded_examples: list = field(default_factory=list)  # (host, expected, recorded, (ts before, after a hole))
     memory: dict = field(default_factory=dict)  # name -> {"start": (pid, MB), "end": (pid, MB)}
     restarts: dict = field(default_factory=dict)
     states: dict = field(default_factory=dict)
@@ -208,6 +239,15 @@ class ChaosResult:
             why.append("nothing published was checked")
         if self.duplicate_alerts:
             why.append(f"{self.duplicate_alerts} duplicate alerts, e.g. {self.duplicate_examples[:3]}")
+        if self.unnotified:
+            why.append(f"{len(self.unnotified)} alert changes never notified, e.g. {self.unnotified[:3]}")
+        if self.unrecorded:
+            why.append(f"{self.unrecorded} measurements not recorded, e.g. {self.unrecorded_examples[:3]}")
+        if self.recorded_checked == 0:
+            why.append("no recorded measurement was checked")
+        if self.duplicate_notifications:
+            why.append(f"{len(self.duplicate_notifications)} notifications delivered twice, e.g. "
+                       f"{self.duplicate_notifications[:3]}")
         for name, reading in self.memory.items():
             start, end = reading.get("start"), reading.get("end")
             if not start or not end:
@@ -285,6 +325,8 @@ class Observer:
         self.freshness = {}  # host -> (arrivals, newest analysed ts at each), to see hosts analysis left behind
         self.alerts = {}
         self.duplicates = []
+        self.records = {}  # alert id -> {status: when the observer first saw the keeper publish it}
+        self.handed = {}  # host -> [[first seq, its ts], [last seq, its ts]] seen in nerve.samples
         self.loop = None
 
     @property
@@ -325,6 +367,8 @@ class Observer:
             options = SubscribeOptions(match="prefix")
             yield session.subscribe(lambda event: self._on_analysed(event, epoch), ANALYSED_TOPIC)
             yield session.subscribe(self._on_alert, ALERT_PREFIX, options=options)
+            yield session.subscribe(self._on_record, ALERTS_CHANGED_TOPIC)
+            yield session.subscribe(self._on_samples, SAMPLES_TOPIC)
             if self.session is not None:
                 self.reconnects += 1
             self.session, self.epoch = session, epoch
@@ -366,6 +410,17 @@ class Observer:
         if self.alerts[key] == 2:
             self.duplicates.append(key)
 
+    def _on_record(self, record):
+        if isinstance(record, dict) and record.get("status") in ("firing", "resolved"):
+            self.records.setdefault(record.get("id"), {}).setdefault(record["status"], time.time())
+
+    def _on_samples(self, event):
+        for host_id, entry in (event.get("hosts") or {}).items() if isinstance(event, dict) else ():
+            seqs, stamps = entry.get("seq") or [], entry.get("ts") or []
+            if seqs and len(seqs) == len(stamps):
+                span = self.handed.setdefault(host_id, [[seqs[0], stamps[0]], None])
+                span[1] = [seqs[-1], stamps[-1]]
+
     def last_covered(self, host_id):
         coverage = self.coverage.get(host_id)
         return coverage.runs[-1][1] if coverage and coverage.runs else None
@@ -381,9 +436,11 @@ class ChaosRun:
         self.settings = settings
         self.say = say
         self.workdir = workdir
+        self.up_dir = Path(workdir or tempfile.mkdtemp(prefix="nerve-chaos-"))  # the run's files: configs, findings
         self.up = None
         self.observer = None
         self.stopped = set()
+        self.webhook = None
         self.result = ChaosResult(settings)
 
     def status(self):
@@ -425,8 +482,11 @@ class ChaosRun:
     @defer.inlineCallbacks
     def run(self):
         settings, say, result = self.settings, self.say, self.result
-        self.up = MeshUpProcess(self.workdir, "--analyzers", str(settings.analyzers), "--compute", "0",
-                                "--hosts", str(settings.hosts), "--orchestrators", "2",
+        self.webhook = WebhookReceiver()
+        notify = self.up_dir / "notify.toml"
+        notify.write_text(NOTIFY_CONFIG.format(url=self.webhook.url))
+        self.up = MeshUpProcess(self.up_dir, "--analyzers", str(settings.analyzers), "--compute", "0",
+                                "--hosts", str(settings.hosts), "--orchestrators", "2", "--notify", str(notify),
                                 env={"NERVE_WINDOW": str(settings.window)})
         try:
             yield threads.deferToThread(self.up.wait_ready, 60)
@@ -458,6 +518,8 @@ class ChaosRun:
                 code = yield threads.deferToThread(self.up.stop)
                 if code not in (0, None):
                     result.errors.append(f"nerve up exited {code} on SIGTERM (see {self.up.output_path})")
+            if self.webhook is not None:
+                yield self.webhook.down()
         self._recoveries()
         return result
 
@@ -538,6 +600,8 @@ class ChaosRun:
                     result.lost_examples.append((host_id, first, until))
                 else:
                     result.unobserved += until - first + 1
+        yield self._check_notifications(time.monotonic() + settings.catch_up)
+        yield self._check_recorded()
         result.reanalysed = observer.reanalysed
         result.alerts = sum(observer.alerts.values())
         result.duplicate_alerts = sum(count - 1 for count in observer.alerts.values())
@@ -551,6 +615,63 @@ class ChaosRun:
         stats = yield self._with_router(lambda: observer.session.call("nerve.stats"))
         result.orchestrator_stats = {key: stats.get(key, 0) for key in ("takeovers", "retries", "gaps", "duplicates",
                                                                        "received", "analysed")}
+
+    @defer.inlineCallbacks
+    def _check_notifications(self, deadline):
+        """Every firing and resolved record the observer saw before now reached the webhook (waiting until deadline
+        for the last ones to be sent); no de-duplication key twice."""
+        records, result = self.observer.records, self.result
+        cutoff = time.time()  # the mesh runs on: changes seen from now on may still be in their group_wait
+
+        def missing():
+            delivered = {(alert.get("id"), alert.get("status")) for alert in self.webhook.alerts()}
+            return [(alert_id, status) for alert_id, statuses in records.items()
+                    for status, seen in statuses.items() if seen < cutoff and (alert_id, status) not in delivered]
+
+        while missing() and time.monotonic() < deadline:
+            yield sleep(0.25)
+        keys = Counter(self.webhook.keys())
+        result.notifications = sum(keys.values())
+        result.notified_alerts = sum(1 for statuses in records.values() if statuses.get("firing", cutoff) < cutoff)
+        result.unnotified = missing()
+        result.duplicate_notifications = [key for key, count in keys.items() if count > 1]
+        if result.unnotified or result.duplicate_notifications:
+            # What the observer saw of those alerts and what the webhook got, for whoever reads the failure.
+            wrong = {alert_id for alert_id, _ in result.unnotified} | {key.split("|")[0] for key in
+                                                                     result.duplicate_notifications}
+            found = {"records seen (status: epoch s)": {alert_id: records[alert_id] for alert_id in wrong},
+                     "delivered (epoch s)": [[at + time.time() - time.monotonic(), alert]
+                                             for at, _, body in self.webhook.messages
+                                   for alert in (body or {}).get("alerts", []) if alert.get("id") in wrong],
+                     "faults": [[fault.at, fault.kind, fault.target] for fault in result.faults]}
+            (self.up_dir / "notifications.json").write_text(json.dumps(found, indent=1))
+            self.say(f"notifications missing or twice: see {self.up_dir / 'notifications.json'}")
+
+    @defer.inlineCallbacks
+    def _check_recorded(self):
+        """Per host, one point in the recorder's 1 s tier for every seq from the first to the last the observer saw
+        handed to it (nerve.samples), counted between their exact ts."""
+        result, session = self.result, self.observer.session
+        spans = [(host_id, first, last) for host_id, (first, last) in self.observer.handed.items() if last]
+        yield sleep(2.0)  # the recorder commits once a second: the last second handed over is being written
+
+        @defer.inlineCallbacks
+        def counted(host_id, first, last):
+            answer = yield session.call(RANGE_URI, host_id, first[1] - 1, last[1] + 1, step=1)
+            stamps = [ts for ts in answer["ts"] if first[1] - TS_TOLERANCE <= ts <= last[1] + TS_TOLERANCE]
+            # Where the recorder has a hole (for whoever reads a failure): the first gap of more than 1.5 intervals.
+            hole = next(((a, b) for a, b in zip(stamps, stamps[1:]) if b - a > 1.5 * self.settings.interval), None)
+            return host_id, hole, last[0] - first[0] + 1, len(stamps)
+
+        for start in range(0, len(spans), 50):  # 50 queries in flight at a time
+            chunk = spans[start:start + 50]
+            counts = yield self._with_router(
+                lambda: defer.gatherResults([counted(*span) for span in chunk], consumeErrors=True))
+            for host_id, hole, expected, recorded in counts:
+                result.recorded_checked += expected
+                if recorded < expected:
+                    result.unrecorded += expected - recorded
+                    result.unrecorded_examples.append((host_id, expected, recorded, hole))
 
     def _recoveries(self):
         """Per fault: when the rolling 1 s p99 went under the limit for good (until the next fault), and its peak."""
@@ -634,6 +755,11 @@ def report(result):
     lines.append(f"samples analysed (from the start): {total:,}, of them later than 1 s: {over_1:,}, later than 5 s: "
                  f"{over_5:,}")
     lines.append(f"alerts: {result.alerts:,}; duplicate alerts (host, metric, seq): {result.duplicate_alerts}")
+    lines.append(f"recorded: {result.recorded_checked:,} (host, seq) handed to the recorder checked in its 1 s tier; "
+                 f"missing: {result.unrecorded:,}")
+    lines.append(f"notifications: {result.notifications:,} alerts delivered to the webhook for {result.notified_alerts:,} "
+                 f"alert records; never delivered: {len(result.unnotified)}; delivered twice: "
+                 f"{len(result.duplicate_notifications)}")
     for name, reading in result.memory.items():
         start, end = reading.get("start"), reading.get("end")
         if start and end:
