@@ -70,6 +70,9 @@ bench: setup web
 	$(PY) bench/proxy_bench.py
 	$(PY) bench/exporter_bench.py
 	$(PY) bench/notifier_bench.py
+	$(PY) bench/alerts_bench.py
+	$(PY) bench/history_bench.py
+	$(PY) bench/chaos_bench.py
 
 clean:
 	rm -rf $(VENV) web/node_modules .crossbar/runtime

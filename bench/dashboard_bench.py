@@ -14,8 +14,6 @@ analyzers and the alert keeper), with `--pages` dashboards open on the overview,
   * page open (navigation start) → every host drawn, over `--loads` fresh pages;
   * search, filter and sort: from the control's input event to the end of the frame that redrew the overview.
 Prints a table per count and, last, a summary line with PASS / FAIL against the targets of issue 21.
-`--no-anonymous-limit` runs the router without its 256 KiB limit on what anonymous sessions exchange (which also
-keeps large snapshots and digests from the pages), to show what the page does once that limit is receive-only.
 """
 
 import argparse
@@ -202,9 +200,6 @@ def main():
     parser.add_argument("--alert-keeper", action=argparse.BooleanOptionalAction, default=True,
                         help="run the alert keeper, as `nerve up` does (default on; off measures the page without "
                              "its alert records)")
-    parser.add_argument("--no-anonymous-limit", action="store_true",
-                        help="switch the router's small_messages_before_join guard off (router/guards.py): its 256 KiB "
-                             "limit for anonymous sessions also caps what the router sends them (snapshots, digests)")
     args = parser.parse_args()
     if not (1 <= args.probes and 0 <= args.detail_probes and args.probes + args.detail_probes <= 88):
         parser.error("--probes plus --detail-probes must be between 1 and 88 (probe values must not repeat)")
@@ -238,7 +233,7 @@ def run(args, hosts):
 
     total = hosts + 1
     workdir = Path(tempfile.mkdtemp(prefix="nerve-dashboard-bench-"))
-    router = RouterProcess(workdir, tuning={"small_messages_before_join": False} if args.no_anonymous_limit else None).start()
+    router = RouterProcess(workdir).start()
     processes = [ComponentProcess(router, "orchestrator", "--tick", str(args.tick))]
     processes += [ComponentProcess(router, "analyzer", "--authid", f"bench-a{k}") for k in range(args.analyzers)]
     if args.alert_keeper:
@@ -401,8 +396,7 @@ def run(args, hosts):
             browser.close()
 
         widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
-        guard = (", anonymous message limit off" if args.no_anonymous_limit else "") + (
-            "" if args.alert_keeper else ", no alert keeper")
+        guard = "" if args.alert_keeper else ", no alert keeper"
         print(f"\n{total} hosts (probe + {hosts} simulated at 1 Hz), {args.pages} dashboards, tick {args.tick:g} s{guard}")
         print("  ".join(title.ljust(width) for title, width in zip(("measure", "what", "value", "detail", "n"), widths)))
         for row in rows:
