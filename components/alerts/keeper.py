@@ -23,7 +23,7 @@ from components.mesh.config import MeshConfig
 from components.mesh.decorators import every, on, on_join, procedure
 from components.mesh.errors import ConfigError, InvalidArgument, Unavailable
 from components.mesh.leadership import routed_to_me
-from components.monitor.measure import HOST_ID_PATTERN, MEASURE_TOPIC_PREFIX
+from components.monitor.measure import HOST_ID_PATTERN, MEASURE_TOPIC_PREFIX, finite_number
 
 log = Logger(namespace="nerve.alerts")
 
@@ -277,7 +277,7 @@ class AlertKeeper:
         `resolved`: the alerts resolved since then (so a notifier that was away learns what opened and closed)."""
         answer = {"alerts": self.book.open_alerts(), "silences": self.book.current_silences()}
         if since is not None:
-            if isinstance(since, bool) or not isinstance(since, (int, float)):
+            if not finite_number(since):
                 raise InvalidArgument(f"since must be epoch seconds (a number) or null, got {since!r:.40}")
             answer["resolved"] = self.book.resolved_since(since)
         return answer

@@ -11,7 +11,7 @@ import uuid
 from collections import OrderedDict
 
 from components.mesh.errors import InvalidArgument, NotFound
-from components.monitor.measure import HOST_ID_PATTERN, family_of
+from components.monitor.measure import HOST_ID_PATTERN, family_of, finite_number
 
 HOST_METRIC = "host"  # the host itself: DOWN (session lost), OFFLINE (said goodbye), UP (back)
 BOOT_METRIC = "boot"  # a reboot: REBOOT, then UP once the keeper's reboot hold is over
@@ -46,10 +46,6 @@ SILENCE_FIELDS = {
     "created_by": "authid", "created_at": "epoch s", "comment": "text",
     "state": "pending | active | expired", "expired_at": "epoch s or null",
 }
-
-
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
 
 
 def checked_comment(comment, field="comment"):
@@ -99,7 +95,7 @@ def matches(matchers, record):
 def silence_window(duration, until, starts, now):
     """(starts_at, ends_at) of a new silence, or InvalidArgument naming the field that is wrong."""
     for name, value in (("duration", duration), ("until", until), ("starts", starts)):
-        if value is not None and not _number(value):
+        if value is not None and not finite_number(value):
             raise InvalidArgument(f"{name} must be a number ({'seconds' if name == 'duration' else 'epoch seconds'}), "
                                   f"got {value!r:.40}")
     if duration is not None and until is not None:
@@ -143,7 +139,7 @@ def checked_level_event(event):
         raise InvalidArgument(f"alert event field 'metric': {metric!r:.70} is not a metric name")
     if level not in LEVELS:
         raise InvalidArgument(f"alert event field 'level': {level!r:.40} is not one of {', '.join(LEVELS)}")
-    if not _number(event.get("ts")):
+    if not finite_number(event.get("ts")):
         raise InvalidArgument(f"alert event field 'ts' must be epoch seconds, got {event.get('ts')!r:.40}")
     return host_id, metric, level
 

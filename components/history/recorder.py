@@ -7,7 +7,6 @@ SIGKILL loses at most that second), fills the gap after a restart from the orche
 when space returns.
 """
 
-import math
 import shutil
 import sqlite3
 import time
@@ -21,7 +20,7 @@ from components.history.tiers import DEFAULT_TIERS
 from components.mesh.config import MeshConfig
 from components.mesh.decorators import every, on, on_join, procedure
 from components.mesh.errors import ConfigError, InvalidArgument, NotFound
-from components.monitor.measure import HOST_ID_PATTERN
+from components.monitor.measure import HOST_ID_PATTERN, finite_number
 from components.monitor.samples import SAMPLES_TOPIC
 
 log = Logger(namespace="nerve.recorder")
@@ -53,10 +52,6 @@ class RecorderConfig:
             raise ConfigError(f"max disk must be at least 1MB, got {self.max_disk} bytes")
         if not 0.05 <= self.commit_every <= 10:
             raise ConfigError(f"commit every must be 0.05 to 10 seconds, got {self.commit_every}")
-
-
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def checked_entries(hosts, where):
@@ -139,7 +134,7 @@ class Recorder:
                     break
         except Exception as error:  # no orchestrator yet, or an older one: record from now on
             log.warn("cannot fill the gap since {since:.0f} from {uri} ({error}); recording from now on",
-                     since=since, uri=SAMPLES_SINCE_URI, error=getattr(error, "error_message", lambda: error)())
+                     since=since, uri=SAMPLES_SINCE_URI, error=error)
         self.counts["gap_filled"] += filled
         held, self.held = self.held, None
         for hosts in held:
@@ -191,7 +186,7 @@ class Recorder:
         now = self.clock()
         until = now if until is None else until
         for name, value in (("since", since), ("until", until)):
-            if not _number(value):
+            if not finite_number(value):
                 raise InvalidArgument(f"{name} must be epoch seconds (a number), got {value!r:.40}")
         if since >= until:
             raise InvalidArgument(f"since ({since}) must be before until ({until})")

@@ -52,7 +52,8 @@ def family_of(metric):
     return metric.split(".", 1)[0]
 
 
-def _finite_number(value):
+def finite_number(value):
+    """Whether value is an int or float (not a bool) and finite: what every epoch time and metric value must be."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -107,7 +108,7 @@ def _validate_fully(event, now, topic):
             raise InvalidArgument(f"measurement lacks field '{field}'")
         value = event[field]
         ok = isinstance(value, dict) if kind is dict else isinstance(value, str) if kind is str else (
-            isinstance(value, int) and not isinstance(value, bool) if kind is int else _finite_number(value))
+            isinstance(value, int) and not isinstance(value, bool) if kind is int else finite_number(value))
         if not ok:
             raise InvalidArgument(f"measurement field '{field}': expected {kind.__name__}, got {value!r:.60}")
     host_id = event["host_id"]
@@ -124,7 +125,7 @@ def _validate_fully(event, now, topic):
     if ts > now + MAX_FUTURE_SECONDS or ts < now - MAX_AGE_SECONDS:
         raise InvalidArgument(f"measurement field 'ts': {ts} is {ts - now:+.0f} s from now, outside the accepted range")
     boot_time = event.get("boot_time", 0.0)
-    if not _finite_number(boot_time) or boot_time < 0:
+    if not finite_number(boot_time) or boot_time < 0:
         raise InvalidArgument(f"measurement field 'boot_time' must be epoch seconds (a number >= 0), got {boot_time!r:.60}")
     metrics = event["metrics"]
     if not metrics or len(metrics) > MAX_METRICS:
@@ -134,7 +135,7 @@ def _validate_fully(event, now, topic):
         if bounds is None:
             raise InvalidArgument(f"measurement metric {name!r:.60} is not in the schema")
         low, high = bounds
-        if not _finite_number(value):
+        if not finite_number(value):
             raise InvalidArgument(f"measurement metric '{name}': expected a finite number, got {value!r:.60}")
         if not low <= value <= high:
             spec = MEASURE_SCHEMA[family_of(name)]

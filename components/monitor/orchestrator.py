@@ -24,7 +24,14 @@ from components.mesh.decorators import every, on, on_join, procedure
 from components.mesh.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from components.mesh.collector import collection_stats
 from components.monitor.interest import TopicInterest
-from components.monitor.measure import HEADLINE_METRICS, MEASURE_SCHEMA, MEASURE_TOPIC_PREFIX, family_of, validate_measure
+from components.monitor.measure import (
+    HEADLINE_METRICS,
+    MEASURE_SCHEMA,
+    MEASURE_TOPIC_PREFIX,
+    family_of,
+    finite_number,
+    validate_measure,
+)
 from components.monitor.samples import (
     SAMPLES_SINCE_MAX_ROWS,
     SAMPLES_TOPIC,
@@ -488,7 +495,7 @@ class Orchestrator:
 
         Pages hold at most SAMPLES_SINCE_MAX_ROWS samples; `next` is the `after` of the next page (null at the end).
         """
-        if not isinstance(since, (int, float)) or isinstance(since, bool):
+        if not finite_number(since):
             raise InvalidArgument(f"since must be epoch seconds (a number), got {since!r:.40}")
         if hosts is not None and (not isinstance(hosts, list) or not all(isinstance(host, str) for host in hosts)):
             raise InvalidArgument("hosts must be a list of host ids or null (every host)")
@@ -595,7 +602,7 @@ class Orchestrator:
     def history(self, host_id, since=None):
         """A host's window of samples (after `since`, epoch seconds), its latest analysis and recent alerts."""
         host = self._known_host(host_id)
-        if since is not None and (not isinstance(since, (int, float)) or isinstance(since, bool)):
+        if since is not None and not finite_number(since):
             raise InvalidArgument(f"since must be epoch seconds (a number), got {since!r:.40}")
         samples = host.window.samples(since)
         return {"host_id": host_id, "hostname": host.hostname, "samples": samples,
