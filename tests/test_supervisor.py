@@ -19,6 +19,7 @@ import pytest_twisted
 from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import reactor
 
+from components.node import supervisor as supervisor_module
 from components.node.routerctl import port_open
 from components.node.supervisor import CHILDREN_TOPIC, STATUS_URI, Child, RestartPolicy, Supervisor, SupervisorStatus
 from components.testing.fake import FakeMesh
@@ -178,6 +179,40 @@ def test_stop_all_stops_group_after_group_and_kills_what_ignores_sigterm(supervi
     assert not [line for line in supervisor.lines if "restarting" in line]
 
 
+SPARE = """
+import sys
+print("loaded", flush=True)
+if sys.stdin.readline() != "start\\n":
+    sys.exit(0)
+print("started from the spare", flush=True)
+import time; time.sleep(60)
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_child_with_a_spare_is_replaced_by_it_and_a_stop_sends_the_next_spare_away(supervisor, monkeypatch):
+    monkeypatch.setattr(supervisor_module, "SPARE_AFTER", 0.1)
+    child = supervisor.add("router", python("import time; print('cold start', flush=True); time.sleep(60)"),
+                           os.environ, "router", policy=quick_policy(), spare_command=python(SPARE))
+    yield wait_until(lambda: child.spare is not None and "loaded" in child.log_path.read_text(), timeout=10,
+                     message="a loaded spare")
+    spare_pid, first_pid = child.spare.pid, child.pid
+    os.kill(first_pid, signal.SIGKILL)
+    yield wait_until(lambda: child.pid == spare_pid and "started from the spare" in child.log_path.read_text(),
+                     timeout=10, message="the spare running as the child")
+    log = child.log_path.read_text()
+    assert log.splitlines().count("cold start") == 1 and f"started pid {spare_pid} (the spare, loaded ahead)" in log, log
+    assert child.restarts == 1 and child.state == "running"
+    yield wait_until(lambda: child.spare is not None and child.spare.pid != spare_pid, timeout=10,
+                     message="the next spare")
+    next_spare = child.spare.pid
+    yield supervisor.stop_all(order=("router",), grace=1)
+    # Its exit, as this process (its parent) reaped it: a spare told nothing more leaves by itself.
+    yield wait_until(lambda: f"spare pid {next_spare} exited (exit code 0) before it was needed"
+                     in child.log_path.read_text(), timeout=5, message="the spare's exit in its child's log")
+    assert child.state == "stopped" and child.spare is None
+
+
 KILLED_SUPERVISOR = """
 import os, sys
 from twisted.internet import reactor
@@ -297,6 +332,43 @@ def test_the_dashboards_mesh_panel_shows_restarts_and_the_last_exit(nerve_up):
     finally:
         browser.close()
     yield session.leave()
+
+
+def spare_router(up):
+    """`nerve up`'s spare router process (psutil), or None."""
+    for process in up.children():
+        try:
+            if "components.node.warmrouter" in process.cmdline():
+                return process
+        except psutil.Error:
+            continue
+    return None
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_killed_router_is_replaced_by_its_loaded_spare_and_analysis_goes_on(nerve_up):
+    session = yield nerve_up.join()
+    spare = yield wait_until(lambda: spare_router(nerve_up), timeout=30, message="a spare router beside the running one")
+    status = yield nerve_up.status(session)
+    yield session.leave()
+    router = psutil.Process(child_record(status, "router")["pid"])
+    assert router.pid != spare.pid and "crossbar" in " ".join(router.cmdline())
+    router.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    yield wait_until(lambda: not port_open(nerve_up.port), timeout=5, message="the port closed")
+    yield wait_until(lambda: port_open(nerve_up.port), timeout=20, message="the router back")
+    took = time.monotonic() - killed
+    session = yield nerve_up.join()
+    status = yield call_until(session, STATUS_URI, lambda status: child_record(status, "router")["restarts"] == 1,
+                              timeout=5)
+    assert child_record(status, "router")["pid"] == spare.pid, (status, spare.pid)
+    assert "nerve up: router exited (SIGKILL) after" in nerve_up.output(), nerve_up.output()
+    stats = yield call_until(session, "nerve.stats", lambda stats: stats.get("analysed", 0) > 0, timeout=20,
+                             message="analysis on the new router")
+    yield call_until(session, "nerve.stats", lambda later: later.get("analysed", 0) > stats["analysed"], timeout=15,
+                     message="analysis going on")
+    yield session.leave()
+    print(f"the router was back {took:.1f} s after SIGKILL")
 
 
 def test_sigterm_stops_every_child_in_order_and_frees_the_port(nerve_up):

@@ -69,7 +69,7 @@ class MeshConfig:
             "url": self.router,
             "max_retries": -1,
             "initial_retry_delay": 0.25,
-            "max_retry_delay": 1.0,  # a restarted router (~3 s) is rejoined within a second of its start
+            "max_retry_delay": 0.5,  # a restarted router is rejoined within half a second of its start
             "retry_delay_growth": 1.5,
             "retry_delay_jitter": 0.1,
         }

@@ -10,6 +10,9 @@
   signal kills what still runs.
 - Every child's output goes to the terminal as before and to <runtime dir>/<port>/logs/<name>.log (the previous
   run's file is kept as <name>.log.1).
+- A spare router waits beside the running one, loaded but not started (components/node/warmrouter.py, from 10 s
+  after each start): a router that exits is replaced by it, so the mesh gets its router back in about half the time
+  of a cold start. A spare that dies is not replaced until the router's next start.
 - Children die with `nerve up` even when it is killed outright (components/node/launch.py), and whatever a child
   leaves in its session (a router's worker) is killed when it exits, so no orphan keeps the port.
 - `nerve up` joins the mesh itself as role `supervisor` (SupervisorStatus, built with nerve's decorators):
@@ -42,6 +45,7 @@ from components.mesh.decorators import on_join, procedure
 from components.mesh.errors import NerveError, NotAuthenticated
 from components.node.routerctl import (DEFAULT_LISTEN, connect_host, is_wildcard, port_open, router_command,
                                         runtime_dir, url_host)
+from components.node.warmrouter import START_LINE, spare_command
 
 LAUNCH = Path(__file__).with_name("launch.py")
 STATUS_URI = "nerve.supervisor.status"
@@ -58,6 +62,8 @@ ROUTER_START_TIMEOUT = 60
 BARE_CROSSBAR_LINE = re.compile(r"^\S+ \[\w+\s+\d+\]\s*$")
 # A line longer than this without a newline is passed on in pieces (a child must not grow our memory).
 MAX_LINE = 65536
+# A spare is started this long after its child's start, so it does not slow the start it would replace.
+SPARE_AFTER = 10.0
 
 
 def _write(stream, text):
@@ -90,13 +96,16 @@ def _kill_group(pid):
 
 def _kill(child):
     """SIGKILL a running child and everything in its session (also before launch.py made the session)."""
-    transport = child.transport
+    _kill_process(child.transport, child.pid)
+
+
+def _kill_process(transport, pid):
     if transport is not None:
         try:
             transport.signalProcess("KILL")
         except error.ProcessExitedAlready:
             pass
-    _kill_group(child.pid)
+    _kill_group(pid)
 
 
 class RestartPolicy:
@@ -146,7 +155,7 @@ class Child:
     """One supervised process: its command, restart policy and log file, and what happened to it so far."""
 
     def __init__(self, name, command, env, group, policy, log_path=None, relay_prefix=None, prepare=None,
-                 essential=False, restartable=True):
+                 essential=False, restartable=True, spare_command=None):
         self.name = name
         self.command = list(command)
         self.env = dict(env)
@@ -157,6 +166,9 @@ class Child:
         self.prepare = prepare  # called before every start
         self.essential = essential  # the mesh cannot run without it
         self.restartable = restartable
+        self.spare_command = spare_command  # a process that loads ahead and becomes the next run on `start`
+        self.spare = None  # the spare's ChildProtocol while it waits
+        self.spare_call = None
         self.state = "starting"  # running, restarting, stopping, stopped, failed
         self.pid = None
         self.transport = None
@@ -220,15 +232,29 @@ def _shown_path(path):
 class ChildProtocol(protocol.ProcessProtocol):
     """One run of a child: its output line by line to the log and the terminal, its exit to the supervisor."""
 
-    def __init__(self, supervisor, child):
+    def __init__(self, supervisor, child, spare=False):
         self.supervisor = supervisor
         self.child = child
+        self.spare = spare  # waits on its stdin for the word to start (warmrouter.py) until become_run
+        self.pid = None
         self.partial = {1: b"", 2: b""}
 
     def connectionMade(self):
+        self.pid = self.transport.pid
+        if not self.spare:
+            self.transport.closeStdin()
+            self._bind()
+
+    def become_run(self):
+        """A spare becomes the child's run: told to start, and its exit is the child's from now on."""
+        self.spare = False
+        self.transport.write(START_LINE)
         self.transport.closeStdin()
+        self._bind()
+
+    def _bind(self):
         self.child.transport = self.transport
-        self.child.pid = self.transport.pid
+        self.child.pid = self.pid
 
     def childDataReceived(self, fd, data):
         lines = (self.partial.get(fd, b"") + data).split(b"\n")
@@ -295,17 +321,55 @@ class Supervisor:
         child.policy.started()
         child.started_at = time.time()
         child.state = "running"
-        child.protocol = ChildProtocol(self, child)
-        args = [sys.executable, "-S", str(LAUNCH), str(os.getpid()), *child.command]
-        try:
-            self.reactor.spawnProcess(child.protocol, sys.executable, args, env=child.env,
-                                      childFDs={0: "w", 1: "r", 2: "r"})
-        except OSError as problem:  # no process at all: counts as an exit, under the same policy
-            child.protocol = None
-            self._after_exit(child, f"could not start: {problem}", None, None, 0.0)
-            return
-        child.note(f"started pid {child.pid}: {' '.join(child.command)}")
+        if child.spare is not None:
+            child.protocol, child.spare = child.spare, None
+            child.protocol.become_run()
+            child.note(f"started pid {child.pid} (the spare, loaded ahead): {' '.join(child.command)}")
+        else:
+            child.protocol = ChildProtocol(self, child)
+            try:
+                self._start_process(child.protocol, child.command, child.env)
+            except OSError as problem:  # no process at all: counts as an exit, under the same policy
+                child.protocol = None
+                self._after_exit(child, f"could not start: {problem}", None, None, 0.0)
+                return
+            child.note(f"started pid {child.pid}: {' '.join(child.command)}")
+        if child.spare_command is not None:
+            self._cancel_spare_call(child)
+            child.spare_call = self.reactor.callLater(SPARE_AFTER, self._spawn_spare, child)
         self._changed()
+
+    def _start_process(self, process_protocol, command, env):
+        args = [sys.executable, "-S", str(LAUNCH), str(os.getpid()), *command]
+        self.reactor.spawnProcess(process_protocol, sys.executable, args, env=env, childFDs={0: "w", 1: "r", 2: "r"})
+
+    def _spawn_spare(self, child):
+        child.spare_call = None
+        if self.stopping or child.state != "running" or child.spare is not None:
+            return
+        spare = ChildProtocol(self, child, spare=True)
+        try:
+            self._start_process(spare, child.spare_command, child.env)
+        except OSError as problem:
+            child.note(f"could not start a spare: {problem}")
+            return
+        child.spare = spare
+        child.note(f"spare pid {spare.pid} loads and waits to replace pid {child.pid}")
+
+    def _cancel_spare_call(self, child):
+        if child.spare_call is not None and child.spare_call.active():
+            child.spare_call.cancel()
+        child.spare_call = None
+
+    def _drop_spare(self, child, kill=False):
+        # A spare reads the end of its stdin as "not needed" and exits 0.
+        self._cancel_spare_call(child)
+        spare, child.spare = child.spare, None
+        if spare is not None:
+            if kill:
+                _kill_process(spare.transport, spare.pid)
+            else:
+                spare.transport.closeStdin()
 
     def _output(self, child, fd, line):
         child.write_log(line + b"\n")
@@ -317,11 +381,17 @@ class Supervisor:
             _write(self.stdout if fd == 1 else self.stderr, text + "\n")
 
     def _exited(self, child, run, reason):
-        if run is not child.protocol:
-            return  # an earlier run's late news
         code = getattr(reason.value, "exitCode", None)
         number = getattr(reason.value, "signal", None)
         because = _signal_name(number) if number else f"exit code {code}"
+        if run.spare:
+            if run is child.spare:
+                child.spare = None
+            _kill_group(run.pid)
+            child.note(f"spare pid {run.pid} exited ({because}) before it was needed")
+            return
+        if run is not child.protocol:
+            return  # an earlier run's late news
         pid, ran = child.pid, time.time() - child.started_at
         child.transport = child.pid = child.protocol = None
         _kill_group(pid)  # whatever it left behind in its session (a router's workers) goes with it
@@ -339,11 +409,13 @@ class Supervisor:
     def _decide(self, child, because, ran):
         if self.stopping or child.state == "stopping" or not child.restartable:
             child.state = "stopped"
+            self._drop_spare(child)
             self._changed()
             return
         delay = child.policy.exited()
         if delay is None:
             child.state = "failed"
+            self._drop_spare(child)
             where = f"; its log: {child.log_path}" if child.log_path else ""
             rest = "" if child.essential else ", the rest keeps running"
             self.say(f"{child.name} exited {child.policy.describe()} (last: {because}); left stopped{rest}{where}")
@@ -382,6 +454,7 @@ class Supervisor:
         Fires with the children that were running, once they have exited."""
         children = [child for child in self.children if child.group == group]
         for child in children:
+            self._drop_spare(child)
             if child.restart_call is not None and child.restart_call.active():
                 child.restart_call.cancel()
             child.restart_call = None
@@ -419,6 +492,7 @@ class Supervisor:
         """SIGKILL every child that still runs (a second Ctrl-C)."""
         self.stopping = True
         for child in self.children:
+            self._drop_spare(child, kill=True)
             _kill(child)
 
     def _within(self, deferreds, seconds):
@@ -530,7 +604,7 @@ class MeshUp:
                                      listen=self.listen, allowed_origins=self.allowed_origins)
             self.router = self.supervisor.add("router", command, self.env, "router", relay_prefix="router",
                                               policy=RestartPolicy(at_once=True, healthy_after=ROUTER_HEALTHY_AFTER),
-                                              prepare=self._remove_stale_pid,
+                                              prepare=self._remove_stale_pid, spare_command=spare_command(command),
                                               essential=True, restartable=False)
         except NerveError as problem:
             return self._fail(str(problem))

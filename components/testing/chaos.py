@@ -364,11 +364,13 @@ class Observer:
         try:
             session = yield self.up.join("operator", self.authid).addTimeout(5, reactor)
             epoch = self.epoch + 1
-            options = SubscribeOptions(match="prefix")
-            yield session.subscribe(lambda event: self._on_analysed(event, epoch), ANALYSED_TOPIC)
-            yield session.subscribe(self._on_alert, ALERT_PREFIX, options=options)
-            yield session.subscribe(self._on_record, ALERTS_CHANGED_TOPIC)
-            yield session.subscribe(self._on_samples, SAMPLES_TOPIC)
+            # All at once: the components rejoin a restarted router within half a second too, and what is analysed
+            # before the observer listens again can only be counted as unobserved.
+            yield defer.gatherResults([
+                session.subscribe(lambda event: self._on_analysed(event, epoch), ANALYSED_TOPIC),
+                session.subscribe(self._on_alert, ALERT_PREFIX, options=SubscribeOptions(match="prefix")),
+                session.subscribe(self._on_record, ALERTS_CHANGED_TOPIC),
+                session.subscribe(self._on_samples, SAMPLES_TOPIC)], consumeErrors=True)
             if self.session is not None:
                 self.reconnects += 1
             self.session, self.epoch = session, epoch
