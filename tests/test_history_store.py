@@ -168,3 +168,36 @@ def test_bad_retention_and_disk_budget_flags_are_usage_errors_naming_what_to_fix
                          (["--max-disk", "10KB"], "max disk must be at least 1MB")):
         result = CliRunner().invoke(main, ["recorder", *flags])
         assert result.exit_code == 2 and words in result.output, result.output
+
+
+def test_events_of_a_rejoin_wait_for_its_gap_fill_so_the_seconds_missed_are_recorded(tmp_path):
+    from components.history.recorder import SAMPLES_SINCE_URI, SAMPLES_TOPIC, Recorder, RecorderConfig
+    from components.mesh.config import MeshConfig
+    from components.testing import FakeMesh
+
+    clock = Clock(1000.5)
+    store = open_store(str(tmp_path), clock=clock)
+    config = RecorderConfig(mesh=MeshConfig(role="recorder", authid="recorder-t"), data_dir=str(tmp_path))
+    fake = FakeMesh(config)
+    recorder = Recorder(config, fake.mesh, store, clock=clock)
+    fake.answer(SAMPLES_SINCE_URI, lambda since, after=None: {"hosts": {}, "next": None})
+    fake.bind(recorder)  # the first join: nothing to fill yet
+    fake.deliver(SAMPLES_TOPIC, {"hosts": {"web-01": entry([1000.0, 1001.0], cpu=[1.0, 2.0])}})
+    # The router restarts: seconds 1002-1004 pass while the recorder is away; on the rejoin the new second's event
+    # comes in before the gap fill has started (subscriptions are bound before the join hooks run).
+    fake.mesh.session = object()
+    fake.deliver(SAMPLES_TOPIC, {"hosts": {"web-01": entry([1005.0], cpu=[6.0])}})
+    asked = []
+
+    def window_since(since, after=None):
+        asked.append(since)
+        return {"hosts": {"web-01": entry([1001.0, 1002.0, 1003.0, 1004.0, 1005.0], cpu=[2.0, 3.0, 4.0, 5.0, 6.0])},
+                "next": None}
+
+    fake.answer(SAMPLES_SINCE_URI, window_since)
+    recorder.fill_gap()
+    assert asked and asked[0] <= 1001.0, asked  # from the last sample before the outage, not the held one
+    clock.now = 1006.5
+    store.commit()
+    assert store.range("web-01", 999.0, 1006.0, 0)["ts"] == [1000.0, 1001.0, 1002.0, 1003.0, 1004.0, 1005.0]
+    assert recorder.counts["gap_filled"] == 4 and recorder.counts["samples"] == 2  # the held second came in the fill
