@@ -309,3 +309,58 @@ def test_a_page_opened_on_5000_hosts_draws_them_all_on_one_canvas(tmp_path, page
         yield watcher.leave()
     finally:
         yield threads.deferToThread(fleet.stop)
+
+
+STORM_FRAMES = """() => {
+    window.__frames = [];
+    const tick = (t) => { window.__frames.push(t); if (window.__frames.length < 100000) requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+}"""
+FEED_GROUPS = "() => [...document.querySelectorAll('#alerts-panel .alert-group')]"
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_alert_storm_keeps_the_feed_bounded_live_and_redraws_only_the_groups_it_touched(tmp_path, pages):
+    router = RouterProcess(tmp_path / "storm-router")
+    yield threads.deferToThread(router.start)
+    try:
+        keeper = yield join(router.rawsocket_url, "alerts", "storm-keeper", router.ticket("alerts", "storm-keeper"))
+        page = yield pages(router.http_url)
+        yield page.wait_for("() => window.nerve && window.nerve.alerts.session")
+        yield page.evaluate(STORM_FRAMES)
+        now, hosts, per_host = time.time(), 600, 5
+
+        def record(host, metric, at, state="firing"):
+            return {"id": f"storm-{host:03d}/{metric}/{int(at * 1000)}", "host_id": f"storm-{host:03d}",
+                    "hostname": f"storm-{host:03d}", "metric": metric, "level": "HIGH", "previous": "LOW", "value": 97.0,
+                    "ts": at, "opened_at": at, "status": "firing", "state": state, "acked_by": None, "acked_at": None,
+                    "ack_comment": None, "silenced_by": None, "resolved_at": None, "updated_at": at,
+                    "url": f"/#/host/storm-{host:03d}"}
+
+        metrics = ["cpu", "mem", "disk_used", "load_1", "net_recv"]
+        for index in range(hosts * per_host):  # 3,000 records as fast as the keeper can publish them
+            host, metric = index % hosts, metrics[index // hosts]
+            keeper.publish("nerve.alerts.changed", record(host, metric, now + index / 1000))
+        counts = yield page.wait_for("() => { const t = document.querySelector('#alert-counts').textContent;"
+                                     " return /^3000 firing/.test(t) && t }", timeout=20)
+        assert "30 of 600 hosts shown" in counts, counts
+        groups = yield page.evaluate(f"() => ({FEED_GROUPS})().map((g) => g.dataset.group)")
+        # Newest first: the hosts whose last record came last lead, and the feed stays at 30 groups of 4 rows.
+        assert len(groups) == 30 and groups[:3] == ["storm-599", "storm-598", "storm-597"], groups
+        rows = yield page.evaluate("() => document.querySelectorAll('#alerts-panel .alert-record').length")
+        assert rows == 30 * 4
+        # The page never froze: no gap between animation frames over a second while the storm came in.
+        worst = yield page.evaluate("() => Math.max(...window.__frames.slice(1).map((t, i) => t - window.__frames[i]))")
+        assert worst < 1000, f"a frame waited {worst:.0f} ms during the storm"
+        # One host's alert is acknowledged: its group goes first, every other group keeps its node.
+        yield page.evaluate(f"() => {{ window.__before = new Set(({FEED_GROUPS})()); }}")
+        acked = dict(record(590, "net_recv", now + (4 * hosts + 590) / 1000), state="acknowledged", acked_by="op",
+                     acked_at=now + 10, updated_at=now + 10)
+        keeper.publish("nerve.alerts.changed", acked)
+        kept = yield page.wait_for(f"""() => {{ const g = ({FEED_GROUPS})();
+            return g[0].dataset.group === 'storm-590' && g.filter((n) => window.__before.has(n)).length }}""", timeout=5)
+        assert kept == 29, kept
+        assert page.errors() == [], page.console
+        yield keeper.leave()
+    finally:
+        yield threads.deferToThread(router.stop)

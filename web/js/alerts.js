@@ -5,13 +5,14 @@
 
 import { familyOf, formatClock, formatValue, isoTime, levelText, errorText } from "./format.js";
 import { frameScheduler } from "./schedule.js";
+import { setText } from "./tiles.js";
 
 export const MAX_GROUPS = 30;
 export const MAX_ROWS = 4;
 const MAX_RESOLVED = 200; // resolved records kept for display, newest
 const MAX_MESSAGES = 10; // `nerve alert send` messages kept
 // A storm becomes one DOM update per FEED_GAP_MS at most; a lone change shows in the next frame.
-const FEED_GAP_MS = 100;
+const FEED_GAP_MS = 250;
 const SILENCE_DURATIONS = [["1 h", 3600], ["4 h", 4 * 3600], ["1 day", 86400], ["until resolved", null]];
 
 // Both shapes on nerve.alert.*: a level change ({metric, level, ...}), or `nerve alert send`'s {message, ts, sender}.
@@ -27,6 +28,21 @@ export function normalizeAlert(payload, topic) {
   }
   return { kind: "message", hostId, ts, message: String(alert.message ?? JSON.stringify(alert)),
            sender: alert.sender ? String(alert.sender) : null };
+}
+
+// Puts nodes in parent in this order, moving only those out of place: a group that did not change keeps its
+// node, so a storm re-lays out the groups it touched, not the whole feed.
+function reconcile(parent, nodes) {
+  let at = parent.firstChild;
+  for (const node of nodes) {
+    if (node === at) at = at.nextSibling;
+    else parent.insertBefore(node, at);
+  }
+  while (at) {
+    const next = at.nextSibling;
+    at.remove();
+    at = next;
+  }
 }
 
 function el(tag, className, text) {
@@ -120,6 +136,10 @@ export class AlertFeed {
     this.target = null; // {record, kind: "ack" | "silence"} of the open action form
     this.listeners = [];
     this.renders = 0;
+    this.groupNodes = new Map(); // group key -> {node, signature} as drawn last
+    this.schemaVersion = 0;
+    this.messagesVersion = 0;
+    this.messagesDrawn = null; // "messages version/schema version" of the messages as drawn
     this.scheduleRender = frameScheduler(() => this._render(), FEED_GAP_MS);
     this.groupByEl?.addEventListener("change", () => this.scheduleRender({ now: true }));
     this.list.addEventListener("click", (event) => this._clicked(event));
@@ -129,6 +149,8 @@ export class AlertFeed {
 
   setSchema(schema) {
     this.schema = schema;
+    this.schemaVersion += 1;
+    this.scheduleRender();
   }
 
   onAlert(listener) {
@@ -198,6 +220,7 @@ export class AlertFeed {
     if (alert.kind === "message") {
       this.messages.unshift(alert);
       this.messages.length = Math.min(this.messages.length, MAX_MESSAGES);
+      this.messagesVersion += 1;
       this.scheduleRender();
     }
   }
@@ -228,19 +251,37 @@ export class AlertFeed {
   _render() {
     this.renders += 1;
     const { byKind, ordered } = this.groups();
-    const fragment = document.createDocumentFragment();
-    for (const group of ordered.slice(0, this.maxGroups)) fragment.append(this._group(group, byKind));
-    this.list.replaceChildren(fragment);
+    const drawn = new Map();
+    const nodes = ordered.slice(0, this.maxGroups).map((group) => {
+      const signature = this._signature(group, byKind);
+      const known = this.groupNodes.get(group.key);
+      const node = known?.signature === signature ? known.node : this._group(group, byKind);
+      drawn.set(group.key, { node, signature });
+      return node;
+    });
+    this.groupNodes = drawn;
+    reconcile(this.list, nodes);
     const counts = this.counts();
     const open = counts.firing + counts.acknowledged + counts.silenced;
-    if (this.countEl) this.countEl.textContent = String(open);
+    if (this.countEl) setText(this.countEl, String(open));
     if (this.countsEl) {
-      this.countsEl.textContent = `${counts.firing} firing · ${counts.acknowledged} acknowledged · ${counts.silenced} silenced`
-        + (ordered.length > this.maxGroups ? ` · ${this.maxGroups} of ${ordered.length} ${byKind ? "kinds" : "hosts"} shown` : "");
+      setText(this.countsEl, `${counts.firing} firing · ${counts.acknowledged} acknowledged · ${counts.silenced} silenced`
+        + (ordered.length > this.maxGroups ? ` · ${this.maxGroups} of ${ordered.length} ${byKind ? "kinds" : "hosts"} shown` : ""));
     }
-    if (this.empty) this.empty.hidden = this.records.size > 0;
-    if (this.messagesEl) this.messagesEl.replaceChildren(...this.messages.map((alert) => alertItem(alert, this.schema)));
+    if (this.empty && this.empty.hidden !== this.records.size > 0) this.empty.hidden = this.records.size > 0;
+    const messages = `${this.messagesVersion}/${this.schemaVersion}`;
+    if (this.messagesEl && this.messagesDrawn !== messages) {
+      this.messagesDrawn = messages;
+      this.messagesEl.replaceChildren(...this.messages.map((alert) => alertItem(alert, this.schema)));
+    }
     if (this.target) this._describeTarget();
+  }
+
+  // Everything a group's node shows: equal signatures, equal nodes.
+  _signature(group, byKind) {
+    const rows = group.records.slice(0, MAX_ROWS).map((record) =>
+      `${record.id}|${record.state}|${record.updated_at}|${stateText(record, this.silences)}`);
+    return `${byKind}|${this.canAct}|${this.schemaVersion}|${group.open}|${group.records.length}|${rows.join("\n")}`;
   }
 
   _group(group, byKind) {
