@@ -5,6 +5,7 @@ import { FleetMap } from "./fleetmap.js";
 import { formatAge, formatValue, naturalCompare } from "./format.js";
 import { ALWAYS_COUNTED, STALE, ensureLevelStyle, hostLevelRank, installLevelStyles, levelKey,
   levelStyle } from "./levels.js";
+import { frameScheduler } from "./schedule.js";
 import { Ring, SPARK_POINTS } from "./sparkline.js";
 import { TileGrid, setText } from "./tiles.js";
 
@@ -35,6 +36,7 @@ const STALE_GRACE_SECONDS = 1.5;
 const VALUE_SORT_EVERY_MS = 2000;
 const LEVEL_SORT_EVERY_MS = 1000;
 const TICK_MS = 1000;
+const FRAME_GAP_MS = 250; // the digest's tick: what comes between two digests waits at most this long
 
 const PROBLEM_RANK = hostLevelRank("MEDIUM");
 
@@ -106,7 +108,6 @@ export class Overview {
     this.headline = ["cpu", "mem"];
     this.dirty = new Set();
     this.namesDirty = false;
-    this.frame = 0;
     this.sort = "level";
     this.filter = "all";
     this.query = "";
@@ -125,7 +126,8 @@ export class Overview {
     this.agesDue = false;     // a second passed: rewrite the ages on screen      // hosts in the active view as of the last frame (the map's cells, or tiles to scroll)
     this.counts = {};
     this.summaryKeys = "";
-    const invalid = () => this.scheduleRender();
+    this.frames = frameScheduler(() => this.render(), FRAME_GAP_MS);
+    const invalid = () => this.scheduleRender({ now: true }); // hover, scroll, resize: the user is looking
     this.tiles = new TileGrid({ list, onInvalid: invalid, view: () => this._tileView() });
     this.mapRoot = map.parentElement;
     this.map = new FleetMap({ canvas: map, card, onInvalid: invalid, describe: (host) => this.describe(host),
@@ -168,7 +170,7 @@ export class Overview {
     this.lastDigestAt = now;
     this.snapshotApplied = true;
     this.orderDirty = this.forceOrder = true;
-    this.scheduleRender();
+    this.scheduleRender({ now: true });
   }
 
   // The snapshot's recent values replace the ring: they include the latest one and any missed while away.
@@ -183,7 +185,7 @@ export class Overview {
     const now = performance.now();
     for (const id in digest.hosts) this._update(id, digest.hosts[id], digest.ts, now);
     this.lastDigestAt = now;
-    this.scheduleRender();
+    this.scheduleRender({ now: true });
   }
 
   // A level change reaches us as an alert before the next digest: draw it at once; the digest settles it (and the
@@ -286,18 +288,19 @@ export class Overview {
     if (query !== undefined) this.query = query.toLowerCase();
     if (view) this.viewChoice = view;
     this.orderDirty = this.forceOrder = true;
-    this.scheduleRender();
+    this.scheduleRender({ now: true });
   }
 
   // -- rendering ------------------------------------------------------------------------
-  /** Asks for one animation frame (several asks, one frame). */
-  scheduleRender() {
-    if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
+  /** Asks for one animation frame (several asks, one frame): the next one for a digest or the user's input
+   * (`now`), else (alerts, ticks, re-sorts) at most one per FRAME_GAP_MS, so a storm of alerts between two digests
+   * costs the page a few frames, not one per alert. */
+  scheduleRender({ now = false } = {}) {
+    this.frames({ now });
   }
 
   /** One frame: staleness, order (throttled), the active view, the header counts. */
   render() {
-    this.frame = 0;
     const now = performance.now();
     if (this.namesDirty) this._rankNames();
     this._evaluateStale(now);
