@@ -280,6 +280,15 @@ def test_levels_the_page_does_not_know_yet_are_counted_drawn_and_filterable(tmp_
         assert backing[2] == 2 and backing[0] == round(backing[1] * 2), backing
         drawn = yield page.evaluate(MAP_PIXELS)
         assert drawn["cells"] == 17 and drawn["wrongCount"] == 0, drawn
+        # A DOWN host's detail says DOWN (not its last analysis' level), an OFFLINE one OFFLINE; a reporting host
+        # without an analysis yet shows no level.
+        for host, level in (("lv-007", "DOWN"), ("lv-010", "OFFLINE"), ("lv-000", "")):
+            yield page.evaluate(f"() => {{ window.location.hash = '#/host/{host}'; }}")
+            badge = yield page.wait_for(f"() => {{ const b = document.querySelector('[data-detail=level]');"
+                                        f" return document.querySelector('[data-detail=id]').textContent === '{host}'"
+                                        f" && b.textContent === '{level}' && [b.textContent, b.dataset.level] }}",
+                                        timeout=5)
+            assert badge == [level, level]
         assert page.errors() == [], page.console
         yield orchestrator.leave()
     finally:

@@ -6,6 +6,7 @@ import { alertItem, normalizeAlert } from "./alerts.js";
 import {
   compareMetrics, errorText, familyOf, formatAge, formatSigned, formatValue, instanceOf, levelText, metricLabel,
 } from "./format.js";
+import { isPresenceLevel } from "./levels.js";
 
 const UPLOT_URL = "/vendor/uplot/dist/uPlot.esm.js";
 const MAX_POINTS = 900;
@@ -279,9 +280,6 @@ export class HostDetail {
   // -- analysis table ---------------------------------------------------------------------
   _setAnalysis(analysis) {
     this.analysis = analysis;
-    const level = this.el("level");
-    level.textContent = levelText(analysis.level);
-    level.dataset.level = levelText(analysis.level);
     this._renderMeta();
     const schema = this.getSchema()?.measure ?? {};
     const tbody = this.el("metrics");
@@ -358,6 +356,14 @@ export class HostDetail {
       if (host.seq !== null) parts.push(`seq ${host.seq}`);
     }
     if (this.analysis?.analyzer) parts.push(`analysed by ${this.analysis.analyzer}`);
+    // DOWN or OFFLINE (its tracker is gone) come from the digest; while it reports, its latest analysis says.
+    const shown = host && isPresenceLevel(host.digestKey) ? host.digestKey
+      : this.analysis ? levelText(this.analysis.level) : "";
+    const level = this.el("level");
+    if (level.textContent !== shown) {
+      level.textContent = shown;
+      level.dataset.level = shown;
+    }
     const text = parts.join(" · ");
     const meta = this.el("meta");
     if (meta.textContent !== text) meta.textContent = text;

@@ -7,11 +7,11 @@
 
 // Worst first: the order of the header counts, of the map's groups and of the "level" sort.
 export const HOST_LEVELS = [
-  { key: "DOWN", label: "DOWN", title: "the tracker's session was lost" },
+  { key: "DOWN", label: "DOWN", title: "the tracker's session was lost", presence: true },
   { key: "HIGH", label: "HIGH", title: "a metric is at HIGH" },
   { key: "MEDIUM", label: "MEDIUM", title: "a metric is at MEDIUM" },
   { key: "LOW", label: "LOW", title: "every metric is LOW" },
-  { key: "OFFLINE", label: "OFFLINE", title: "the tracker said goodbye" },
+  { key: "OFFLINE", label: "OFFLINE", title: "the tracker said goodbye", presence: true },
   { key: "none", label: "N/A", title: "not analysed yet" },
 ];
 
@@ -33,6 +33,11 @@ export function levelKey(level) {
 // Label, title and rank of a level key; an unknown level is labelled with its own name.
 export function levelStyle(key) {
   return BY_KEY.get(key) ?? { key, label: key, title: "a level this page does not know", rank: UNKNOWN_RANK };
+}
+
+// Whether a level says the host's tracker is gone (DOWN, OFFLINE) rather than what its analysis found.
+export function isPresenceLevel(key) {
+  return Boolean(BY_KEY.get(key)?.presence);
 }
 
 // Higher is worse.
