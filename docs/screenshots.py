@@ -1,6 +1,6 @@
-"""Takes the dashboard screenshots in docs/: the tiles of a small fleet and the map of a large one.
+"""Takes the dashboard screenshots in docs/: the tiles of a small fleet, the map of a large one, a host's detail.
 
-    .venv/bin/python docs/screenshots.py [--only overview|fleet]
+    .venv/bin/python docs/screenshots.py [--only overview|fleet|detail]
 
 Each shot runs its own router, orchestrator, analyzer, alert keeper and simulator, opens the page in headless Chromium at
 1280 x 800 (device scale 1) and saves the PNG next to this script.
@@ -22,7 +22,9 @@ from components.testing.live import ComponentProcess, RouterProcess  # noqa: E40
 SHOTS = {
     "overview": (50, None, "overview.png"),
     "fleet": (5000, "hover", "fleet.png"),
+    "detail": (10, "detail", "host-detail.png"),
 }
+DETAIL_HOST = "sim-0003"
 
 
 def shoot(name):
@@ -48,6 +50,11 @@ def shoot(name):
                     return {x: box.left + c.x + c.size / 2, y: box.top + c.y + c.size / 2}; }""")
                 page.mouse.move(cell["x"], cell["y"])
                 page.wait_for_function("() => !document.querySelector('#fleet-card').hidden")
+            elif action == "detail":
+                page.evaluate(f"() => {{ window.location.hash = '#/host/{DETAIL_HOST}'; }}")
+                page.wait_for_function("() => document.querySelectorAll('#detail-view .uplot').length > 0"
+                                       " && document.querySelector('.range-picker')", timeout=30000)
+                time.sleep(3)  # a few live points after the backfill
             page.screenshot(path=str(DOCS / filename))
             browser.close()
         print(f"wrote {DOCS / filename}")
