@@ -307,6 +307,9 @@ class HostCoverage:
         return holes
 
 
+MAX_PENDING_JOINS = 5
+
+
 class Observer:
     """An operator session on the mesh that comes back by itself (every 0.1 s while the router is away) and counts
     analysed seqs, latencies and alerts."""
@@ -315,8 +318,9 @@ class Observer:
         self.up = up
         self.authid = authid
         self.session = None
-        self.epoch = 0  # one per session
-        self.connecting = False
+        self.epoch = 0  # the joined session's; one per session
+        self.epochs = 0  # handed out so far
+        self.pending = 0  # join attempts in flight
         self.reconnects = 0
         self.coverage = {}
         self.reanalysed = 0
@@ -355,15 +359,19 @@ class Observer:
         return defer.succeed(None)
 
     def _keep_joined(self):
-        if not self.connected and not self.connecting:
+        # A new attempt every tick until one joins: an attempt that hangs on a router still starting (up to its
+        # timeout) must not keep the observer away once the router takes joins, or the components would be back
+        # first and what they analyse meanwhile could only be counted as unobserved.
+        if not self.connected and self.pending < MAX_PENDING_JOINS:
             self._connect()
 
     @defer.inlineCallbacks
     def _connect(self):
-        self.connecting = True
+        self.pending += 1
         try:
             session = yield self.up.join("operator", self.authid).addTimeout(5, reactor)
-            epoch = self.epoch + 1
+            self.epochs += 1
+            epoch = self.epochs
             # All at once: the components rejoin a restarted router within half a second too, and what is analysed
             # before the observer listens again can only be counted as unobserved.
             yield defer.gatherResults([
@@ -371,13 +379,16 @@ class Observer:
                 session.subscribe(self._on_alert, ALERT_PREFIX, options=SubscribeOptions(match="prefix")),
                 session.subscribe(self._on_record, ALERTS_CHANGED_TOPIC),
                 session.subscribe(self._on_samples, SAMPLES_TOPIC)], consumeErrors=True)
+            if self.connected:  # another attempt joined first
+                session.leave().addErrback(lambda failure: None)
+                return
             if self.session is not None:
                 self.reconnects += 1
             self.session, self.epoch = session, epoch
         except Exception:
             pass  # the router is away: the loop tries again
         finally:
-            self.connecting = False
+            self.pending -= 1
 
     def _on_analysed(self, event, epoch):
         now = time.time()
