@@ -56,6 +56,14 @@ HEADER_COUNTS = """() => Object.fromEntries([...document.querySelectorAll('#summ
 DOM_SIZE = "() => document.getElementsByTagName('*').length"
 
 
+@pytest.fixture
+def own_router(tmp_path):
+    """A router of the test's own, for sessions that play a component's role (an orchestrator, a keeper)."""
+    router = RouterProcess(tmp_path / "router").start()
+    yield router
+    router.stop()
+
+
 class Fleet:
     """A router of the test's own with an orchestrator, an analyzer and a simulator of `hosts` hosts."""
 
@@ -237,62 +245,58 @@ def test_header_counts_equal_the_digests_levels(fleet, pages):
 
 
 @pytest_twisted.inlineCallbacks
-def test_levels_the_page_does_not_know_yet_are_counted_drawn_and_filterable(tmp_path, pages):
+def test_levels_the_page_does_not_know_yet_are_counted_drawn_and_filterable(own_router, pages):
     # An orchestrator of the test's own (a real router, a backend session in the orchestrator role) reports levels
     # beyond the analysis: DOWN and OFFLINE from the alerts issue, and one no page knows yet.
-    router = RouterProcess(tmp_path / "levels-router")
-    yield threads.deferToThread(router.start)
-    try:
-        orchestrator = yield join(router.rawsocket_url, "orchestrator", "fleet-orch", router.ticket("orchestrator", "fleet-orch"))
-        now = time.time()
-        levels = {f"lv-{k:03d}": level for k, level in
-                  enumerate(["LOW"] * 5 + ["HIGH"] * 2 + ["DOWN"] * 3 + ["OFFLINE"] * 4 + ["REBOOT"] + [None] * 2)}
+    router = own_router
+    orchestrator = yield join(router.rawsocket_url, "orchestrator", "fleet-orch", router.ticket("orchestrator", "fleet-orch"))
+    now = time.time()
+    levels = {f"lv-{k:03d}": level for k, level in
+              enumerate(["LOW"] * 5 + ["HIGH"] * 2 + ["DOWN"] * 3 + ["OFFLINE"] * 4 + ["REBOOT"] + [None] * 2)}
 
-        def entry(level):
-            return {"level": level, "ts": now, "seq": 1, "stale": False, "cpu": 10.0, "mem": 20.0}
+    def entry(level):
+        return {"level": level, "ts": now, "seq": 1, "stale": False, "cpu": 10.0, "mem": 20.0}
 
-        yield orchestrator.register(lambda recent=0, metric="cpu": {"ts": now, "schema": None, "hosts": {
-            host: dict(entry(level), hostname=host) for host, level in levels.items() if level != "REBOOT"}},
-            "nerve.snapshot")
-        page = yield open_overview(pages, router.http_url, len(levels) - 1, scale=2)
-        # The unknown level arrives in a digest after the snapshot.
-        yield orchestrator.publish("nerve.digest", {"ts": time.time(), "lag": 0, "hosts": {"lv-014": entry("REBOOT")}})
-        header = yield page.wait_for(f"() => {{ const h = ({HEADER_COUNTS})(); return h.REBOOT === 1 && h }}")
-        assert header == {"total": 17, "DOWN": 3, "HIGH": 2, "MEDIUM": 0, "LOW": 5, "OFFLINE": 4, "REBOOT": 1,
-                          "none": 2, "stale": 0}, header
-        order = yield page.evaluate("() => [...document.querySelectorAll('#summary [data-count]')].map((e) => e.dataset.count)")
-        assert order == ["total", "DOWN", "REBOOT", "HIGH", "MEDIUM", "LOW", "OFFLINE", "none", "stale"], order
-        # Tiles (17 hosts) in their level colours, and the DOWN filter shows exactly the DOWN hosts.
-        colours = yield page.wait_for("""() => document.querySelectorAll('#tiles li').length === 17
-            && Object.fromEntries([...document.querySelectorAll('#tiles li')]
-            .map((li) => [li.dataset.level, getComputedStyle(li.querySelector('.badge')).backgroundColor]))""")
-        assert len({colours[level] for level in ("DOWN", "OFFLINE", "REBOOT", "HIGH", "LOW")}) == 5, colours
-        yield page.do(lambda p: p.select_option("#overview-controls select[name='level']", "DOWN"))
-        shown = yield page.wait_for("() => { const t = [...document.querySelectorAll('#tiles li')];"
-                                    " return t.length === 3 && t.map((li) => li.dataset.host) }")
-        assert sorted(shown) == ["lv-007", "lv-008", "lv-009"]
-        # The same hosts on the map, drawn at the device pixel ratio (2 here): every cell in its level's colour.
-        yield page.do(lambda p: p.select_option("#overview-controls select[name='level']", "all"))
-        yield page.do(lambda p: p.select_option("#overview-controls select[name='view']", "map"))
-        yield page.wait_for("() => window.nerve.overview.mode === 'map' && window.nerve.overview.drawnHosts === 17")
-        backing = yield page.evaluate("() => { const c = window.nerve.overview.map.canvas;"
-                                      " return [c.width, c.getBoundingClientRect().width, window.devicePixelRatio] }")
-        assert backing[2] == 2 and backing[0] == round(backing[1] * 2), backing
-        drawn = yield page.evaluate(MAP_PIXELS)
-        assert drawn["cells"] == 17 and drawn["wrongCount"] == 0, drawn
-        # A DOWN host's detail says DOWN (not its last analysis' level), an OFFLINE one OFFLINE; a reporting host
-        # without an analysis yet shows no level.
-        for host, level in (("lv-007", "DOWN"), ("lv-010", "OFFLINE"), ("lv-000", "")):
-            yield page.evaluate(f"() => {{ window.location.hash = '#/host/{host}'; }}")
-            badge = yield page.wait_for(f"() => {{ const b = document.querySelector('[data-detail=level]');"
-                                        f" return document.querySelector('[data-detail=id]').textContent === '{host}'"
-                                        f" && b.textContent === '{level}' && [b.textContent, b.dataset.level] }}",
-                                        timeout=5)
-            assert badge == [level, level]
-        assert page.errors() == [], page.console
-        yield orchestrator.leave()
-    finally:
-        yield threads.deferToThread(router.stop)
+    yield orchestrator.register(lambda recent=0, metric="cpu": {"ts": now, "schema": None, "hosts": {
+        host: dict(entry(level), hostname=host) for host, level in levels.items() if level != "REBOOT"}},
+        "nerve.snapshot")
+    page = yield open_overview(pages, router.http_url, len(levels) - 1, scale=2)
+    # The unknown level arrives in a digest after the snapshot.
+    yield orchestrator.publish("nerve.digest", {"ts": time.time(), "lag": 0, "hosts": {"lv-014": entry("REBOOT")}})
+    header = yield page.wait_for(f"() => {{ const h = ({HEADER_COUNTS})(); return h.REBOOT === 1 && h }}")
+    assert header == {"total": 17, "DOWN": 3, "HIGH": 2, "MEDIUM": 0, "LOW": 5, "OFFLINE": 4, "REBOOT": 1,
+                      "none": 2, "stale": 0}, header
+    order = yield page.evaluate("() => [...document.querySelectorAll('#summary [data-count]')].map((e) => e.dataset.count)")
+    assert order == ["total", "DOWN", "REBOOT", "HIGH", "MEDIUM", "LOW", "OFFLINE", "none", "stale"], order
+    # Tiles (17 hosts) in their level colours, and the DOWN filter shows exactly the DOWN hosts.
+    colours = yield page.wait_for("""() => document.querySelectorAll('#tiles li').length === 17
+        && Object.fromEntries([...document.querySelectorAll('#tiles li')]
+        .map((li) => [li.dataset.level, getComputedStyle(li.querySelector('.badge')).backgroundColor]))""")
+    assert len({colours[level] for level in ("DOWN", "OFFLINE", "REBOOT", "HIGH", "LOW")}) == 5, colours
+    yield page.do(lambda p: p.select_option("#overview-controls select[name='level']", "DOWN"))
+    shown = yield page.wait_for("() => { const t = [...document.querySelectorAll('#tiles li')];"
+                                " return t.length === 3 && t.map((li) => li.dataset.host) }")
+    assert sorted(shown) == ["lv-007", "lv-008", "lv-009"]
+    # The same hosts on the map, drawn at the device pixel ratio (2 here): every cell in its level's colour.
+    yield page.do(lambda p: p.select_option("#overview-controls select[name='level']", "all"))
+    yield page.do(lambda p: p.select_option("#overview-controls select[name='view']", "map"))
+    yield page.wait_for("() => window.nerve.overview.mode === 'map' && window.nerve.overview.drawnHosts === 17")
+    backing = yield page.evaluate("() => { const c = window.nerve.overview.map.canvas;"
+                                  " return [c.width, c.getBoundingClientRect().width, window.devicePixelRatio] }")
+    assert backing[2] == 2 and backing[0] == round(backing[1] * 2), backing
+    drawn = yield page.evaluate(MAP_PIXELS)
+    assert drawn["cells"] == 17 and drawn["wrongCount"] == 0, drawn
+    # A DOWN host's detail says DOWN (not its last analysis' level), an OFFLINE one OFFLINE; a reporting host
+    # without an analysis yet shows no level.
+    for host, level in (("lv-007", "DOWN"), ("lv-010", "OFFLINE"), ("lv-000", "")):
+        yield page.evaluate(f"() => {{ window.location.hash = '#/host/{host}'; }}")
+        badge = yield page.wait_for(f"() => {{ const b = document.querySelector('[data-detail=level]');"
+                                    f" return document.querySelector('[data-detail=id]').textContent === '{host}'"
+                                    f" && b.textContent === '{level}' && [b.textContent, b.dataset.level] }}",
+                                    timeout=5)
+        assert badge == [level, level]
+    assert page.errors() == [], page.console
+    yield orchestrator.leave()
 
 
 @pytest_twisted.inlineCallbacks
@@ -329,47 +333,43 @@ FEED_GROUPS = "() => [...document.querySelectorAll('#alerts-panel .alert-group')
 
 
 @pytest_twisted.inlineCallbacks
-def test_an_alert_storm_keeps_the_feed_bounded_live_and_redraws_only_the_groups_it_touched(tmp_path, pages):
-    router = RouterProcess(tmp_path / "storm-router")
-    yield threads.deferToThread(router.start)
-    try:
-        keeper = yield join(router.rawsocket_url, "alerts", "storm-keeper", router.ticket("alerts", "storm-keeper"))
-        page = yield pages(router.http_url)
-        yield page.wait_for("() => window.nerve && window.nerve.alerts.session")
-        yield page.evaluate(STORM_FRAMES)
-        now, hosts, per_host = time.time(), 600, 5
+def test_an_alert_storm_keeps_the_feed_bounded_live_and_redraws_only_the_groups_it_touched(own_router, pages):
+    router = own_router
+    keeper = yield join(router.rawsocket_url, "alerts", "storm-keeper", router.ticket("alerts", "storm-keeper"))
+    page = yield pages(router.http_url)
+    yield page.wait_for("() => window.nerve && window.nerve.alerts.session")
+    yield page.evaluate(STORM_FRAMES)
+    now, hosts, per_host = time.time(), 600, 5
 
-        def record(host, metric, at, state="firing"):
-            return {"id": f"storm-{host:03d}/{metric}/{int(at * 1000)}", "host_id": f"storm-{host:03d}",
-                    "hostname": f"storm-{host:03d}", "metric": metric, "level": "HIGH", "previous": "LOW", "value": 97.0,
-                    "ts": at, "opened_at": at, "status": "firing", "state": state, "acked_by": None, "acked_at": None,
-                    "ack_comment": None, "silenced_by": None, "resolved_at": None, "updated_at": at,
-                    "url": f"/#/host/storm-{host:03d}"}
+    def record(host, metric, at, state="firing"):
+        return {"id": f"storm-{host:03d}/{metric}/{int(at * 1000)}", "host_id": f"storm-{host:03d}",
+                "hostname": f"storm-{host:03d}", "metric": metric, "level": "HIGH", "previous": "LOW", "value": 97.0,
+                "ts": at, "opened_at": at, "status": "firing", "state": state, "acked_by": None, "acked_at": None,
+                "ack_comment": None, "silenced_by": None, "resolved_at": None, "updated_at": at,
+                "url": f"/#/host/storm-{host:03d}"}
 
-        metrics = ["cpu", "mem", "disk_used", "load_1", "net_recv"]
-        for index in range(hosts * per_host):  # 3,000 records as fast as the keeper can publish them
-            host, metric = index % hosts, metrics[index // hosts]
-            keeper.publish("nerve.alerts.changed", record(host, metric, now + index / 1000))
-        counts = yield page.wait_for("() => { const t = document.querySelector('#alert-counts').textContent;"
-                                     " return /^3000 firing/.test(t) && t }", timeout=20)
-        assert "30 of 600 hosts shown" in counts, counts
-        groups = yield page.evaluate(f"() => ({FEED_GROUPS})().map((g) => g.dataset.group)")
-        # Newest first: the hosts whose last record came last lead, and the feed stays at 30 groups of 4 rows.
-        assert len(groups) == 30 and groups[:3] == ["storm-599", "storm-598", "storm-597"], groups
-        rows = yield page.evaluate("() => document.querySelectorAll('#alerts-panel .alert-record').length")
-        assert rows == 30 * 4
-        # The page never froze: no gap between animation frames over a second while the storm came in.
-        worst = yield page.evaluate("() => Math.max(...window.__frames.slice(1).map((t, i) => t - window.__frames[i]))")
-        assert worst < 1000, f"a frame waited {worst:.0f} ms during the storm"
-        # One host's alert is acknowledged: its group goes first, every other group keeps its node.
-        yield page.evaluate(f"() => {{ window.__before = new Set(({FEED_GROUPS})()); }}")
-        acked = dict(record(590, "net_recv", now + (4 * hosts + 590) / 1000), state="acknowledged", acked_by="op",
-                     acked_at=now + 10, updated_at=now + 10)
-        keeper.publish("nerve.alerts.changed", acked)
-        kept = yield page.wait_for(f"""() => {{ const g = ({FEED_GROUPS})();
-            return g[0].dataset.group === 'storm-590' && g.filter((n) => window.__before.has(n)).length }}""", timeout=5)
-        assert kept == 29, kept
-        assert page.errors() == [], page.console
-        yield keeper.leave()
-    finally:
-        yield threads.deferToThread(router.stop)
+    metrics = ["cpu", "mem", "disk_used", "load_1", "net_recv"]
+    for index in range(hosts * per_host):  # 3,000 records as fast as the keeper can publish them
+        host, metric = index % hosts, metrics[index // hosts]
+        keeper.publish("nerve.alerts.changed", record(host, metric, now + index / 1000))
+    counts = yield page.wait_for("() => { const t = document.querySelector('#alert-counts').textContent;"
+                                 " return /^3000 firing/.test(t) && t }", timeout=20)
+    assert "30 of 600 hosts shown" in counts, counts
+    groups = yield page.evaluate(f"() => ({FEED_GROUPS})().map((g) => g.dataset.group)")
+    # Newest first: the hosts whose last record came last lead, and the feed stays at 30 groups of 4 rows.
+    assert len(groups) == 30 and groups[:3] == ["storm-599", "storm-598", "storm-597"], groups
+    rows = yield page.evaluate("() => document.querySelectorAll('#alerts-panel .alert-record').length")
+    assert rows == 30 * 4
+    # The page never froze: no gap between animation frames over a second while the storm came in.
+    worst = yield page.evaluate("() => Math.max(...window.__frames.slice(1).map((t, i) => t - window.__frames[i]))")
+    assert worst < 1000, f"a frame waited {worst:.0f} ms during the storm"
+    # One host's alert is acknowledged: its group goes first, every other group keeps its node.
+    yield page.evaluate(f"() => {{ window.__before = new Set(({FEED_GROUPS})()); }}")
+    acked = dict(record(590, "net_recv", now + (4 * hosts + 590) / 1000), state="acknowledged", acked_by="op",
+                 acked_at=now + 10, updated_at=now + 10)
+    keeper.publish("nerve.alerts.changed", acked)
+    kept = yield page.wait_for(f"""() => {{ const g = ({FEED_GROUPS})();
+        return g[0].dataset.group === 'storm-590' && g.filter((n) => window.__before.has(n)).length }}""", timeout=5)
+    assert kept == 29, kept
+    assert page.errors() == [], page.console
+    yield keeper.leave()
