@@ -113,6 +113,9 @@ def open_overview(pages, url, hosts, scale=1):
 def test_map_draws_every_host_hover_shows_its_values_and_click_opens_its_detail(fleet, pages):
     watcher = yield operator(fleet.router, "fleet-watch")
     tracker = yield join(fleet.router.rawsocket_url, "tracker", PROBE, fleet.router.ticket("tracker", PROBE))
+    # The fleet's components start with the module and may still be joining: a measurement published before the
+    # orchestrator subscribes reaches nobody, so the probe publishes once the simulator's hosts are known.
+    yield wait_for_hosts(watcher, FLEET)
     for seq in range(1, 4):
         event = measurement(PROBE, seq, {"cpu": 42.5, "mem": 61.0}, ts=time.time() - 3 + seq)
         yield publish_acknowledged(tracker, f"nerve.measure.{PROBE}", event)
