@@ -44,6 +44,8 @@ def test_large_fleets_are_chunked_and_a_standby_or_a_zero_period_publishes_nothi
     for index in range(SAMPLES_CHUNK_HOSTS + 5):
         orchestrator.on_measure(measurement(f"h-{index:05d}", 1, {"cpu": 1.0}, ts=clock.seconds()))
     orchestrator.publish_samples()
+    assert len(fake.published_on("nerve.samples")) == 1  # the next chunk waits for the reactor's next turn
+    clock.advance(0)
     events = fake.published_on("nerve.samples")
     assert [(event["chunk"], event["chunks"], len(event["hosts"])) for event in events] == \
         [(0, 2, SAMPLES_CHUNK_HOSTS), (1, 2, 5)]
@@ -56,6 +58,19 @@ def test_large_fleets_are_chunked_and_a_standby_or_a_zero_period_publishes_nothi
     assert off.samples_received == {}
     with pytest.raises(ConfigError, match="samples every"):
         OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), samples_every=-1)
+
+
+def test_nothing_is_built_while_nobody_subscribes_and_a_subscriber_gets_the_next_second(clock):
+    orchestrator, fake = active_orchestrator(clock)
+    orchestrator.interest.loaded = True  # the router says: no subscription to nerve.samples
+    orchestrator.on_measure(measurement("h-1", 1, {"cpu": 1.0}, ts=clock.seconds()))
+    orchestrator.publish_samples()
+    assert fake.published_on("nerve.samples") == [] and orchestrator.samples_received == {}
+    orchestrator.subscription_created(1, {"id": 9, "uri": "nerve.samples", "match": "exact"})  # a recorder joins
+    orchestrator.on_measure(measurement("h-1", 2, {"cpu": 1.0}, ts=clock.seconds() + 1))
+    orchestrator.publish_samples()
+    [event] = fake.published_on("nerve.samples")
+    assert event["hosts"]["h-1"]["seq"] == [2]  # seq 1 went to nobody; the recorder's gap fill reads the window
 
 
 def test_a_standby_that_takes_over_hands_over_its_last_rounds_too(clock):

@@ -1,6 +1,6 @@
 """`nerve exporter`: serves /metrics in the Prometheus text format from what the orchestrator already publishes.
 
-It subscribes nerve.samples (one event per second per 1,000 hosts) and asks nerve.stats every few seconds, so a
+It subscribes nerve.samples (one event per second per 500 hosts) and asks nerve.stats every few seconds, so a
 scrape costs no router message whatever the fleet, only the exporter's own CPU (docs/grafana.md says how much).
 """
 

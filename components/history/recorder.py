@@ -1,7 +1,7 @@
 """`nerve recorder`: keeps every measurement of every host in the history store and answers range queries.
 
 It subscribes to nerve.samples (the orchestrator's batch of the last second's measurements), so
-recording costs the router one event per second per 1,000 hosts. It commits once a second (a
+recording costs the router one event per second per 500 hosts. It commits once a second (a
 SIGKILL loses at most that second), fills the gap after a restart from the orchestrator's window
 (nerve.samples.since), keeps the mesh's traffic going when the disk is full and resumes writing
 when space returns.

@@ -189,7 +189,7 @@ class Orchestrator:
         self.packed_refused_until = 0.0  # clock time until which packed calls fall back to compact
         self.active = False
         self.max_window = int(config.window / 0.05) + 1
-        self.interest = TopicInterest(ANALYSIS_TOPIC_PREFIX)
+        self.interest = TopicInterest("nerve.")  # who receives analysis events and nerve.samples
         self.latencies = deque(maxlen=LATENCY_SAMPLES)  # seconds from a measurement's ts to its analysis
         self.latency_counts = [0] * (len(LATENCY_EDGES_MS) + 1)  # the same, counted per LATENCY_EDGES_MS bucket
         self.call_times = deque(maxlen=LATENCY_SAMPLES)  # seconds per nerve.analyze round trip
@@ -483,11 +483,18 @@ class Orchestrator:
         if self.samples_held:
             received = merged_samples([*self.samples_held, received])
             self.samples_held.clear()
-        if not received:
-            return
-        for event in samples_events(received, self.hosts, self.clock(), self.config.mesh.authid):
+        if not received or not self.interest.wants(SAMPLES_TOPIC):
+            return  # a recorder that subscribes later fills its gap from nerve.samples.since
+        self._publish_sample_chunks(samples_events(received, self.hosts, self.clock(), self.config.mesh.authid))
+
+    def _publish_sample_chunks(self, events):
+        # One chunk per reactor turn: building every host's entry at once held measurements and the digest back
+        # for the whole fleet's worth of work each second.
+        event = next(events, None)
+        if event is not None and self.mesh.connected:
             self.mesh.publish(SAMPLES_TOPIC, event)
             self.stats["samples_events"] += 1
+            self.scheduler.callLater(0, self._publish_sample_chunks, events)
 
     @procedure("nerve.samples.since", invoke="first")
     def samples_since(self, since, hosts=None, after=None):
