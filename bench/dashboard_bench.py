@@ -62,6 +62,12 @@ FULL_FLEET_PROBE = """(want) => {
     requestAnimationFrame(check);
 }"""
 
+# The steps of a page's opening (ms since navigation start): scripts run, the session joined, the snapshot asked,
+# received and applied (the page's performance marks; the first of each).
+OPEN_STEPS = ("loaded", "nerve:joined", "nerve:snapshot-asked", "nerve:snapshot-received", "nerve:snapshot-applied")
+READ_STEPS = """(names) => names.map((name) => name === 'loaded' ? window.nerve.loadedAt
+    : (performance.getEntriesByName(name)[0] || {startTime: null}).startTime)"""
+
 # Records (epoch ms, text) each time an element's text changes (the moment the page shows a new value) in
 # window.__seen, from now on.
 OBSERVE = """(selector) => {
@@ -80,12 +86,17 @@ PROBE_CELL = """(id) => {
     return {x: box.left + cell.x + cell.size / 2, y: box.top + cell.y + cell.size / 2};
 }"""
 
-# Nodes in the document (what the page holds; DevTools' Nodes also counts removed ones not yet collected).
+# Nodes in the document (what the page holds; DevTools' Nodes also counts removed ones not yet collected), and how
+# many of them the alert feed holds (bounded by its groups and rows, it fills as hosts have open alerts).
 COUNT_NODES = """() => {
-    const walker = document.createTreeWalker(document, NodeFilter.SHOW_ALL);
-    let nodes = 0;
-    while (walker.nextNode()) nodes += 1;
-    return {nodes, elements: document.getElementsByTagName('*').length};
+    const count = (root) => {
+        const walker = document.createTreeWalker(root, NodeFilter.SHOW_ALL);
+        let nodes = 0;
+        while (walker.nextNode()) nodes += 1;
+        return nodes;
+    };
+    return {nodes: count(document), elements: document.getElementsByTagName('*').length,
+            feed: count(document.querySelector('#alert-list')), groups: document.querySelector('#alert-list').children.length};
 }"""
 
 LONG_TASKS = """(seconds) => new Promise((resolve) => {
@@ -286,7 +297,7 @@ def run(args, hosts):
             rows = []
 
             # 1. page open to every host drawn, a fresh context (no cache) each time
-            opens = []
+            opens, steps = [], []
             for _ in range(args.loads):
                 context = browser.new_context(viewport=VIEWPORT)
                 page = context.new_page()
@@ -294,9 +305,15 @@ def run(args, hosts):
                 page.goto(router.http_url)
                 page.wait_for_function("() => window.__fullFleetAt !== null", timeout=30000)
                 opens.append(page.evaluate("() => window.__fullFleetAt"))
+                steps.append(page.evaluate(READ_STEPS, list(OPEN_STEPS)) + [opens[-1]])
                 context.close()
             rows.append(("page open → every host drawn", f"{total} hosts", f"median {statistics.median(opens):.0f} ms",
                          f"max {max(opens):.0f} ms", f"n={len(opens)}"))
+            slowest = steps[opens.index(max(opens))]
+            names = ("scripts", "joined", "snapshot asked", "received", "applied", "drawn")
+            rows.append(("  steps of the slowest open", "ms since navigation",
+                         ", ".join(f"{name} {at:.0f}" if at is not None else f"{name} -" for name, at in zip(names, slowest)),
+                         "", ""))
 
             # 2. the dashboards on the overview; the first hovers the probe's cell and its card is observed
             pages = []
@@ -374,8 +391,11 @@ def run(args, hosts):
             rows.append(("long tasks (> 50 ms)", f"page 1, {args.busy_seconds} s", f"{len(long_tasks)}",
                          f"max {max(long_tasks, default=0):.0f} ms", ""))
             nodes = max(count["nodes"] for count in in_document)
+            fullest = max(in_document, key=lambda count: count["nodes"])
             rows.append(("DOM nodes", "in the document", f"{nodes}", f"elements {max(c['elements'] for c in in_document)}",
                          f"DevTools {max(last[k]['Nodes'] for k in last):.0f} with garbage"))
+            rows.append(("  of which the alert feed", "its groups' nodes", f"{fullest['feed']}",
+                         f"{fullest['groups']} groups", "fills as hosts have open alerts"))
             heap = max(last[k]["JSHeapUsedSize"] for k in last) / 2**20
             controls = first.evaluate(TIME_CONTROLS, CONTROL_CHANGES)
             if args.detail_probes:

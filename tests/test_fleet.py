@@ -221,6 +221,30 @@ def counted(levels):
     return counts
 
 
+# Over `ms`, the animation frames the page's own code asked for and the digests it applied.
+COUNT_FRAMES = """(ms) => new Promise((resolve) => {
+    const overview = window.nerve.overview, ask = window.requestAnimationFrame, apply = overview.applyDigest;
+    const counts = {frames: 0, digests: 0};
+    window.requestAnimationFrame = (callback) => ask.call(window, (t) => { counts.frames += 1; callback(t); });
+    overview.applyDigest = (digest) => { counts.digests += 1; return apply.call(overview, digest); };
+    setTimeout(() => {
+        window.requestAnimationFrame = ask;
+        overview.applyDigest = apply;
+        resolve(counts);
+    }, ms);
+})"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_digest_costs_the_page_one_frame(fleet, pages):
+    # Every frame is a style, layout, paint and commit pass of the whole page: a view that asked for another frame
+    # while one drew it doubled them. Besides one frame per digest: the 1 s age tick and the feed, riding along.
+    page = yield open_overview(pages, fleet.router.http_url, FLEET)
+    counts = yield page.evaluate(COUNT_FRAMES, 4000)
+    assert counts["digests"] >= 8, counts
+    assert counts["frames"] <= counts["digests"] + 6, counts
+
+
 @pytest_twisted.inlineCallbacks
 def test_header_counts_equal_the_digests_levels(fleet, pages):
     session, levels = yield digest_levels(fleet.router, "fleet-counts")

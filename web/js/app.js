@@ -74,11 +74,14 @@ async function loadSnapshot(session) {
   snapshotSession = session;
   const attempt = (async () => {
     try {
+      performance.mark("nerve:snapshot-asked");
       const snapshot = await fetchSnapshot(session);
+      performance.mark("nerve:snapshot-received");
       if (session !== connection.session) return;
       orchestratorMissing = false;
       setSchema(snapshot.schema);
       overview.applySnapshot(snapshot);
+      performance.mark("nerve:snapshot-applied");
     } catch (error) {
       if (session !== connection.session) return;
       // Right after a router restart the orchestrator may not have registered again yet.
@@ -94,7 +97,10 @@ async function loadSnapshot(session) {
   return attempt;
 }
 
+// Performance marks (nerve:joined, nerve:snapshot-*) split a page's opening into its steps for DevTools and
+// bench/dashboard_bench.py.
 connection.onOpen(async (session) => {
+  performance.mark("nerve:joined");
   overview.setOnline(true);
   await Promise.all([
     session.subscribe("nerve.digest", (args) => overview.applyDigest(args[0])),

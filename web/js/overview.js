@@ -127,7 +127,10 @@ export class Overview {
     this.counts = {};
     this.summaryKeys = "";
     this.frames = frameScheduler(() => this.render(), FRAME_GAP_MS);
-    const invalid = () => this.scheduleRender({ now: true }); // hover, scroll, resize: the user is looking
+    // Hover, scroll, resize: the user is looking. A view that invalidates itself while this frame draws it is
+    // drawn by this frame, not by one more.
+    const invalid = () => { if (!this.rendering) this.scheduleRender({ now: true }); };
+    this.rendering = false;
     this.tiles = new TileGrid({ list, onInvalid: invalid, view: () => this._tileView() });
     this.mapRoot = map.parentElement;
     this.map = new FleetMap({ canvas: map, card, onInvalid: invalid, describe: (host) => this.describe(host),
@@ -301,7 +304,15 @@ export class Overview {
 
   /** One frame: staleness, order (throttled), the active view, the header counts. */
   render() {
-    const now = performance.now();
+    this.rendering = true;
+    try {
+      this._render(performance.now());
+    } finally {
+      this.rendering = false;
+    }
+  }
+
+  _render(now) {
     if (this.namesDirty) this._rankNames();
     this._evaluateStale(now);
     const valueSort = this.sort === "cpu" || this.sort === "mem" || this.sort === "age";

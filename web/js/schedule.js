@@ -1,15 +1,30 @@
 // Render scheduling: every DOM write happens in an animation frame, and busy side panels at a capped rate.
 
 // Each frame costs the whole page a style, layout, paint and commit pass (several ms at 500 tiles), so
-// a panel that changes often (alerts, analyzer loads) is drawn at most once per `minGapMs`.
+// a panel that changes often (alerts, analyzer loads) is drawn at most once per `minGapMs`. A panel waiting out
+// its gap also rides on the next frame another scheduler draws once half its gap has passed: the page then draws
+// about one frame per digest, not one per panel at phases of their own.
+const riders = new Set();
+
 export function frameScheduler(render, minGapMs = 0) {
   let frame = 0;
   let timer = 0;
   let last = -Infinity;
   const run = () => {
     frame = 0;
+    clearTimeout(timer);
+    timer = 0;
+    riders.delete(ride);
     last = performance.now();
     render();
+  };
+  const ride = (now) => {
+    if (!frame && now - last >= minGapMs / 2) run();
+  };
+  const onFrame = () => {
+    run();
+    const now = performance.now();
+    for (const waiting of [...riders]) waiting(now);
   };
   return function schedule({ now: immediate = false } = {}) {
     if (frame) return;
@@ -17,11 +32,13 @@ export function frameScheduler(render, minGapMs = 0) {
     if (wait <= 0) {
       clearTimeout(timer);
       timer = 0;
-      frame = requestAnimationFrame(run);
+      riders.delete(ride);
+      frame = requestAnimationFrame(onFrame);
     } else if (!timer) {
+      riders.add(ride);
       timer = setTimeout(() => {
         timer = 0;
-        if (!frame) frame = requestAnimationFrame(run);
+        if (!frame) frame = requestAnimationFrame(onFrame);
       }, wait);
     }
   };
