@@ -193,7 +193,33 @@ def test_search_and_filters_narrow_the_fleet_and_tiles_stay_virtualised(fleet, p
     yield page.do(lambda p: p.select_option("#overview-controls select[name='level']", "all"))
     yield page.do(lambda p: p.select_option("#overview-controls select[name='view']", "auto"))
     yield page.wait_for("(n) => window.nerve.overview.mode === 'map' && window.nerve.overview.drawnHosts >= n", FLEET)
+    assert (yield page.evaluate("() => document.querySelectorAll('#tiles li').length")) == 0  # the map holds no tile
+
+    # From the map to tiles, the input's frame binds the tiles on screen only, and the screen below a frame later.
+    steps = yield page.evaluate(SEARCH_TO_TILES, "sim-00")
+    assert 0 < steps["first"] < steps["later"] <= 100 and steps["first"] <= steps["onScreen"], steps
     assert page.errors() == [], page.console
+
+
+# Types a search into the overview; the tiles in the DOM after the input's frame, the tiles that fit the screen, and
+# the tiles in the DOM once they stop changing.
+SEARCH_TO_TILES = """async (query) => {
+    const input = document.querySelector('#overview-controls').elements.q;
+    input.value = query;
+    input.dispatchEvent(new Event('input', {bubbles: true}));
+    const tiles = () => document.querySelectorAll('#tiles li').length;
+    await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+    const first = tiles(), list = document.querySelector('#tiles').getBoundingClientRect();
+    const tile = document.querySelector('#tiles li').getBoundingClientRect();
+    const columns = Math.floor((list.width + 8) / (tile.width + 8));
+    const onScreen = Math.ceil((window.innerHeight - Math.max(list.top, 0)) / (tile.height + 8)) * columns;
+    let later = first;
+    for (let frame = 0; frame < 30; frame += 1) {
+        await new Promise((resolve) => requestAnimationFrame(resolve));
+        later = tiles();
+    }
+    return {first, onScreen, later};
+}"""
 
 
 @defer.inlineCallbacks

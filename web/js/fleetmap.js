@@ -4,6 +4,7 @@
 // colour, the order or the size changed (values alone never repaint it; the hover card shows them).
 
 import { STALE, levelColor } from "./levels.js";
+import { isShown } from "./schedule.js";
 
 const MIN_CELL = 7;
 const MAX_CELL = 18;
@@ -97,7 +98,7 @@ export class FleetMap {
 
   /** Lays out and paints if anything changed since the last call; called from the owner's animation frame. */
   draw() {
-    if (!this.canvas.isConnected || this.canvas.offsetParent === null) return false;
+    if (!isShown(this.canvas)) return false;
     if (this.layoutDirty) this._layout();
     if (!this.paintDirty) return false;
     this.paintDirty = false;

@@ -5,7 +5,7 @@ import { FleetMap } from "./fleetmap.js";
 import { formatAge, formatValue, naturalCompare } from "./format.js";
 import { ALWAYS_COUNTED, STALE, ensureLevelStyle, hostLevelRank, installLevelStyles, levelKey,
   levelStyle } from "./levels.js";
-import { frameScheduler } from "./schedule.js";
+import { frameScheduler, isShown } from "./schedule.js";
 import { Ring, SPARK_POINTS } from "./sparkline.js";
 import { TileGrid, setText } from "./tiles.js";
 
@@ -329,7 +329,7 @@ export class Overview {
 
   // Draws the active view: the map's changed cells and its card, or the bound tiles of changed hosts.
   _draw(now) {
-    const visible = this.list.parentElement.offsetParent !== null;
+    const visible = isShown(this.list.parentElement);
     if (!visible) return; // the host detail is open: the dirty set waits for the way back
     if (this.mode === "map") {
       if (this.paintDirty) this.map.invalidatePaint();

@@ -43,3 +43,9 @@ export function frameScheduler(render, minGapMs = 0) {
     }
   };
 }
+
+/** Whether a node is displayed, read from the hidden attributes of it and its ancestors (the page hides views that
+ * way): unlike offsetParent, asking does not force a layout in the middle of a frame's writes. */
+export function isShown(node) {
+  return node.isConnected && node.closest("[hidden]") === null;
+}

@@ -7,6 +7,7 @@
 import { formatAge, formatValue } from "./format.js";
 import { createSparkline, drawSparkline } from "./sparkline.js";
 import { levelStyle } from "./levels.js";
+import { isShown } from "./schedule.js";
 
 const MIN_TILE_WIDTH = 158;
 const TILE_HEIGHT = 112;
@@ -44,9 +45,17 @@ export class TileGrid {
     new ResizeObserver(() => this._moved()).observe(list.parentElement);
   }
 
-  /** The matching hosts in display order. */
+  /** The matching hosts in display order; none when the view goes out, which lets go of its tiles at once (a hidden
+   * view is not laid out, so it would keep them in the DOM until it came back). */
   setHosts(hosts) {
     this.hosts = hosts;
+    if (!hosts.length) {
+      for (const tile of this.bound.values()) {
+        tile.li.remove();
+        this.pool.push(tile);
+      }
+      this.bound.clear();
+    }
     this.layoutDirty = true;
     this.onInvalid();
   }
@@ -58,7 +67,7 @@ export class TileGrid {
 
   /** Binds the tiles in reach of the viewport and writes the dirty ones; called from the owner's animation frame. */
   draw(dirty, now) {
-    if (this.list.offsetParent === null) return;
+    if (!isShown(this.list)) return;
     if (this.layoutDirty) this._layout();
     for (const host of dirty) {
       const tile = this.bound.get(host);
@@ -96,12 +105,16 @@ export class TileGrid {
     const rows = Math.ceil(this.hosts.length / this.columns);
     const rowHeight = TILE_HEIGHT + GAP;
     const height = `${Math.max(0, rows * rowHeight - GAP)}px`;
+    // One screen of tiles above and below the viewport, so a scroll or a keyboard Tab lands on a ready tile. Tiles
+    // coming in from nothing (the map or an empty filter gave way) bind the screen first and the screens around it
+    // a frame later: the user's filter shows at once, not after three screens of tiles.
+    const top = this.list.getBoundingClientRect().top;  // read before the writes below: one layout, not two
     if (this.list.style.height !== height) this.list.style.height = height;
-    // One screen of tiles above and below the viewport, so a scroll or a keyboard Tab lands on a ready tile.
-    const top = this.list.getBoundingClientRect().top;
     const screen = window.innerHeight;
-    const firstRow = Math.max(0, Math.floor((-top - screen) / rowHeight));
-    const lastRow = Math.min(rows - 1, Math.floor((-top + 2 * screen) / rowHeight));
+    const margin = this.bound.size === 0 && this.hosts.length ? 0 : screen;
+    if (!margin) setTimeout(() => this._moved(), 0);
+    const firstRow = Math.max(0, Math.floor((-top - margin) / rowHeight));
+    const lastRow = Math.min(rows - 1, Math.floor((-top + screen + margin) / rowHeight));
     const first = firstRow * this.columns;
     const last = Math.min(this.hosts.length, (lastRow + 1) * this.columns);
     const wanted = new Set(this.hosts.slice(first, last));
