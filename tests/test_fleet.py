@@ -310,7 +310,8 @@ def test_levels_the_page_does_not_know_yet_are_counted_drawn_and_filterable(own_
     def entry(level):
         return {"level": level, "ts": now, "seq": 1, "stale": False, "cpu": 10.0, "mem": 20.0}
 
-    yield orchestrator.register(lambda recent=0, metric="cpu": {"ts": now, "schema": None, "hosts": {
+    # It answers in entries whatever the page asks (`table` too): the page takes either form.
+    yield orchestrator.register(lambda recent=0, metric="cpu", table=False: {"ts": now, "schema": None, "hosts": {
         host: dict(entry(level), hostname=host) for host, level in levels.items() if level != "REBOOT"}},
         "nerve.snapshot")
     page = yield open_overview(pages, router.http_url, len(levels) - 1, scale=2)

@@ -80,6 +80,8 @@ CALL_DEADLINE_FACTOR = 4
 RECENT_CALLS = 32
 SAMPLES_HANDOVER_ROUNDS = 5  # rounds of nerve.samples a standby keeps for a takeover (a few times the leader check)
 MAX_ALERTS_PER_HOST = 50
+# A digest entry's fields: the host's level, its newest measurement's ts and seq, whether it is stale, headline values.
+DIGEST_FIELDS = ("level", "ts", "seq", "stale", *HEADLINE_METRICS)
 MAX_RECENT_SAMPLES = 600  # nerve.snapshot's recent values per host: 10 min at 1 Hz
 # A nerve.analyze call must stay under the router's max_message_size (8 MiB in .crossbar/config.json, tested):
 # a backlog of samples per host after an analyzer outage would otherwise make the call unsendable.
@@ -438,12 +440,15 @@ class Orchestrator:
             host.level_name, host.digest_dirty = level, True
 
     @staticmethod
-    def digest_entry(host, now):
+    def digest_entry(host, now):  # its fields: DIGEST_FIELDS
         """One host's line in the digest: level, headline values, age, staleness."""
         latest = host.latest_metrics
         entry = {"level": host.presence or host.level_name, "ts": host.last_ts, "seq": host.last_seq, "stale": now > host.stale_at}
         for name in HEADLINE_METRICS:
-            entry[name] = latest.get(name)
+            value = latest.get(name)
+            # Four significant digits, more than any view shows: a fleet's digests and snapshot carry a tenth fewer
+            # bytes per host for each value than a float's 17 digits (nerve.history keeps the exact values).
+            entry[name] = float(f"{value:.4g}") if isinstance(value, float) else value
         return entry
 
     @every(lambda config: config.tick)
@@ -587,23 +592,32 @@ class Orchestrator:
 
     # -- queries -----------------------------------------------------------------------
     @procedure("nerve.snapshot", invoke="first")
-    def snapshot(self, recent=0, metric="cpu"):
+    def snapshot(self, recent=0, metric="cpu", table=False):
         """Every host's digest entry and hostname, and the schema, for late joiners.
 
         With `recent` N > 0 each entry also carries `recent`: the host's last N values of `metric`,
         oldest first, so a page that opens now draws its sparklines at once instead of from empty.
+        With `table` true, `fields` names the entries' fields once and each host maps to its values in
+        that order: about 40 % fewer bytes, which a page opening on 5,000 hosts waits for.
         """
         if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= MAX_RECENT_SAMPLES:
             raise InvalidArgument(f"recent must be a whole number of samples from 0 to {MAX_RECENT_SAMPLES}, got {recent!r:.40}")
         if recent and (not isinstance(metric, str) or family_of(metric) not in MEASURE_SCHEMA):
             raise InvalidArgument(f"metric must be a metric of the measurement schema (e.g. 'cpu'), got {metric!r:.60}")
+        if not isinstance(table, bool):
+            raise InvalidArgument(f"table must be true (rows under `fields`) or false (an entry per host), got {table!r:.40}")
         now = self.clock()
         hosts = {}
         for host_id, host in self.hosts.items():
-            entry = hosts[host_id] = dict(self.digest_entry(host, now), hostname=host.hostname)
+            entry = self.digest_entry(host, now)
+            entry["hostname"] = host.hostname
             if recent:
                 entry["recent"] = host.window.latest_values(metric, recent)
-        return {"ts": round(now, 3), "schema": self.schema(), "hosts": hosts}
+            hosts[host_id] = list(entry.values()) if table else entry
+        answer = {"ts": round(now, 3), "schema": self.schema(), "hosts": hosts}
+        if table:
+            answer["fields"] = [*DIGEST_FIELDS, "hostname", *(["recent"] if recent else [])]
+        return answer
 
     @procedure("nerve.history", invoke="first")
     def history(self, host_id, since=None):

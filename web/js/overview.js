@@ -11,16 +11,24 @@ import { TileGrid, setText } from "./tiles.js";
 
 // The metric each tile draws as its sparkline; nerve.snapshot backfills its recent values.
 export const SPARK_METRIC = "cpu";
-export const SNAPSHOT_OPTIONS = { recent: SPARK_POINTS, metric: SPARK_METRIC };
+export const SNAPSHOT_OPTIONS = { recent: SPARK_POINTS, metric: SPARK_METRIC, table: true };
 
 /**
- * nerve.snapshot for this page: first without history (about 75 bytes a host), then, for a fleet small enough to
- * open on tiles, again with the sparklines' recent values (the map has no sparklines to fill).
+ * nerve.snapshot for this page, as a table (field names once, a row per host): first without history, then, for a
+ * fleet small enough to open on tiles, again with the sparklines' recent values (the map has no sparklines to fill).
  */
 export async function fetchSnapshot(session) {
-  const snapshot = await session.call("nerve.snapshot");
+  const snapshot = await session.call("nerve.snapshot", [], { table: true });
   if (Object.keys(snapshot.hosts ?? {}).length > TILES_UP_TO) return snapshot;
   return session.call("nerve.snapshot", [], SNAPSHOT_OPTIONS);
+}
+
+// A host's entry in a snapshot: a table's row under its field names, or the entry itself.
+function snapshotEntry(fields, value) {
+  if (!fields) return value;
+  const entry = {};
+  for (let i = 0; i < fields.length; i += 1) entry[fields[i]] = value[i];
+  return entry;
 }
 
 // "auto" shows tiles up to TILES_UP_TO matching hosts and the map past it; it goes back to tiles only below
@@ -163,7 +171,8 @@ export class Overview {
     const now = performance.now();
     if (snapshot.schema) this.setSchema(snapshot.schema);
     const seen = new Set();
-    for (const [id, entry] of Object.entries(snapshot.hosts ?? {})) {
+    for (const [id, value] of Object.entries(snapshot.hosts ?? {})) {
+      const entry = snapshotEntry(snapshot.fields, value);
       seen.add(id);
       this._update(id, entry, snapshot.ts, now);
       if (Array.isArray(entry.recent)) this._backfill(this.hosts.get(id), entry.recent);
