@@ -391,6 +391,7 @@ def test_analysis_events_go_only_to_hosts_someone_watches(pipeline, fake, clock)
     interest = pipeline.interest
     interest.loaded = True
     interest.add({"id": 7, "uri": "nerve.analysis.a", "match": "exact"})
+    interest.add({"id": 6, "uri": "nerve.orchestrator.analysed", "match": "exact"})  # a standby
     for host_id in ("a", "b", "c"):
         feed(pipeline, clock, host_id, 1)
     clock.advance(0.1)
@@ -409,6 +410,13 @@ def test_analysis_events_go_only_to_hosts_someone_watches(pipeline, fake, clock)
     assert pipeline.get_stats()["watched_hosts"] == 3
     interest.remove(8)
     assert not interest.wants("nerve.analysis.a") and pipeline.get_stats()["watched_hosts"] == 0
+    # Without a standby (or another follower) the progress event goes to nobody, so it is not sent.
+    interest.remove(6)
+    sent = len(fake.published_on("nerve.orchestrator.analysed"))
+    feed(pipeline, clock, "a", 3)
+    clock.advance(0.1)
+    answer_all(fake)
+    assert len(fake.published_on("nerve.orchestrator.analysed")) == sent and pipeline.stats["analysed"] == 7
 
 
 def test_every_analysis_event_is_published_before_subscriptions_are_known_or_when_configured(clock):

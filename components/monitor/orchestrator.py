@@ -360,7 +360,9 @@ class Orchestrator:
             first[host.host_id] = [samples[0][0], samples[0][1], len(samples)]
         # Standbys follow this (one event per call, not per host) to drop the work already done; `samples` (the first
         # sample's seq and ts, and how many) says which seqs the call analysed, for a counter outside (chaos_bench).
-        self.mesh.publish(ANALYSED_URI, {"hosts": done, "samples": first})
+        # Without a standby nobody does, and the router would still parse every host of it.
+        if self.interest.wants(ANALYSED_URI):
+            self.mesh.publish(ANALYSED_URI, {"hosts": done, "samples": first})
         if self.due:
             self._schedule_dispatch(0)
 
