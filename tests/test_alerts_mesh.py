@@ -11,7 +11,8 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
 from twisted.internet import defer, reactor
 
-from components.testing.live import EventLog, call_until, join, sleep, wait_until
+from components.testing.live import (ComponentProcess, EventLog, RouterProcess, call_until, join, sleep,
+                                     wait_until)
 from tests.test_security import refused
 
 FIRST_MEASUREMENT_SECONDS = 15  # a tracker process imports psutil and autobahn, then waits for an orchestrator
@@ -132,6 +133,36 @@ def test_a_killed_tracker_is_down_within_2_s_and_a_stopped_one_offline(router, o
     assert [a for a in opened["alerts"] if a["host_id"] == "down-host"] == [], "OFFLINE notifies nobody"
     yield call_until(dashboard, "nerve.snapshot", lambda snap: snap["hosts"]["down-host"]["level"] == "OFFLINE",
                      message="OFFLINE as the host's level")
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_orchestrator_started_after_a_host_went_down_lists_it_down(tmp_path):
+    # A router of the test's own: the session's orchestrator is shared by every test and stays up.
+    router = RouterProcess(tmp_path / "router").start()
+    processes = [ComponentProcess(router, "alerts", "--data-dir", str(tmp_path / "alerts"))]
+    try:
+        orchestrator = ComponentProcess(router, "orchestrator")
+        tracker = ComponentProcess(router, "tracker", "--host-id", "gone-host", "--interval", "0.5")
+        processes += [orchestrator, tracker]
+        watcher = yield join(router.rawsocket_url, "operator", "gone-watch", router.ticket("operator", "gone-watch"))
+        yield active_keeper(watcher)
+        yield call_until(watcher, "nerve.snapshot", lambda snap: "gone-host" in snap["hosts"],
+                         timeout=FIRST_MEASUREMENT_SECONDS, message="the tracker's first measurement")
+        tracker.kill()
+        yield call_until(watcher, "nerve.alerts.open", lambda opened: any(
+            (alert["host_id"], alert["level"]) == ("gone-host", "DOWN") for alert in opened["alerts"]),
+            timeout=10, message="the host DOWN at the keeper")
+        orchestrator.kill()
+        processes.append(ComponentProcess(router, "orchestrator"))
+        snapshot = yield call_until(watcher, "nerve.snapshot", lambda snap: "gone-host" in snap["hosts"],
+                                    timeout=FIRST_MEASUREMENT_SECONDS, message="the new orchestrator listing the host")
+        entry = snapshot["hosts"]["gone-host"]
+        assert (entry["level"], entry["stale"], entry["ts"]) == ("DOWN", True, None), entry
+        yield watcher.leave()
+    finally:
+        for process in processes:
+            process.stop()
+        router.stop()
 
 
 @pytest_twisted.inlineCallbacks

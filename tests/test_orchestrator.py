@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import msgpack
 import pytest
 from autobahn.wamp.exception import ApplicationError
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from components.monitor.analysis import analyze_batch, pack_batch, unpack_batch
 from components.monitor.analyzer import Analyzer, AnalyzerConfig
@@ -332,6 +332,24 @@ def test_a_table_snapshot_holds_the_same_entries_in_40_percent_less_json(pipelin
     assert len(json.dumps([hosts["fields"], hosts["hosts"]])) < 0.6 * len(json.dumps(pipeline.snapshot()["hosts"]))
     with pytest.raises(InvalidArgument, match="table must be true"):
         pipeline.snapshot(table="yes")
+
+
+def test_hosts_already_down_when_it_joins_come_from_the_keepers_open_alerts(pipeline, fake, clock):
+    # A DOWN host sends nothing: without the keeper's word a restarted orchestrator would not list it at all.
+    feed(pipeline, clock, "back-again", 1)  # reported since the join: up, whatever the keeper said
+    down = {"metric": "host", "level": "DOWN", "hostname": "db-07.example"}
+    fake.answer("nerve.alerts.open", lambda: {"alerts": [
+        dict(down, host_id="gone-01"), dict(down, host_id="back-again"), dict(down, host_id="Not A Host"),
+        {"host_id": "hot-01", "metric": "cpu", "level": "HIGH"}, "garbage"], "silences": []})
+    pipeline.load_presence()
+    hosts = pipeline.snapshot()["hosts"]
+    assert sorted(hosts) == ["back-again", "gone-01"]
+    assert hosts["gone-01"] == dict(hosts["gone-01"], level="DOWN", ts=None, stale=True, hostname="db-07.example")
+    assert hosts["back-again"]["level"] != "DOWN"
+    pipeline.follow_host_presence({"host_id": "gone-01", "metric": "host", "level": "UP"})  # the keeper says it is back
+    assert pipeline.snapshot()["hosts"]["gone-01"]["level"] is None
+    fake.answer("nerve.alerts.open", lambda: defer.fail(ApplicationError("wamp.error.no_such_procedure")))
+    pipeline.load_presence()  # no keeper: nothing is DOWN, nothing logged
 
 
 def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did(pipeline, fake, clock):

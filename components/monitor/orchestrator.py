@@ -26,6 +26,7 @@ from components.mesh.collector import collection_stats
 from components.monitor.interest import TopicInterest
 from components.monitor.measure import (
     HEADLINE_METRICS,
+    HOST_ID_PATTERN,
     MEASURE_SCHEMA,
     MEASURE_TOPIC_PREFIX,
     family_of,
@@ -46,6 +47,7 @@ log = Logger(namespace="nerve.orchestrator")
 ANALYZE_URI = "nerve.analyze"
 LEADER_URI = "nerve.orchestrator.leader"
 ANALYSED_URI = "nerve.orchestrator.analysed"
+ALERTS_OPEN_URI = "nerve.alerts.open"  # the alert keeper's open alerts (components/alerts)
 ANALYSIS_TOPIC_PREFIX = "nerve.analysis."
 ANALYSIS_EVENTS = ("subscribed", "all")
 # How nerve.analyze calls travel: the batch as one binary value with compact results (packed), the same as
@@ -445,7 +447,9 @@ class Orchestrator:
     def digest_entry(host, now):  # its fields: DIGEST_FIELDS
         """One host's line in the digest: level, headline values, age, staleness."""
         latest = host.latest_metrics
-        entry = {"level": host.presence or host.level_name, "ts": host.last_ts, "seq": host.last_seq, "stale": now > host.stale_at}
+        # A host known only from the alert keeper (DOWN before this orchestrator started) has no measurement: ts null.
+        entry = {"level": host.presence or host.level_name, "ts": host.last_ts if host.last_seq >= 0 else None,
+                 "seq": host.last_seq, "stale": now > host.stale_at}
         for name in HEADLINE_METRICS:
             value = latest.get(name)
             # Four significant digits, more than any view shows: a fleet's digests and snapshot carry a tenth fewer
@@ -591,6 +595,34 @@ class Orchestrator:
         if host is not None:
             presence = alert.get("level") if alert.get("level") in ("DOWN", "OFFLINE") else None
             host.presence, host.digest_dirty = presence, host.digest_dirty or presence != host.presence
+
+    @on_join
+    def load_presence(self):
+        """After every (re)join, the hosts the alert keeper has open DOWN alerts for join the fleet as DOWN: a DOWN
+        host sends nothing, so an orchestrator started after it went down would not know it at all."""
+        asking = self.mesh.call(ALERTS_OPEN_URI)
+        asking.addCallbacks(self.apply_open_presence, self._presence_unknown)
+        return asking
+
+    def apply_open_presence(self, answer):
+        """Add the hosts of the DOWN alerts in a nerve.alerts.open answer that have not reported since this join."""
+        alerts = answer.get("alerts") if isinstance(answer, dict) else None
+        for alert in alerts if isinstance(alerts, list) else ():
+            if not isinstance(alert, dict) or alert.get("metric") != "host" or alert.get("level") != "DOWN":
+                continue
+            host_id = alert.get("host_id")
+            # A host that reported since is up, whatever the keeper said when it answered; its events come live.
+            if isinstance(host_id, str) and HOST_ID_PATTERN.match(host_id) and host_id not in self.hosts:
+                host = self.hosts[host_id] = HostRecord(host_id, self.max_window)
+                host.hostname = str(alert.get("hostname") or host_id)[:255]
+                host.presence = "DOWN"
+
+    @staticmethod
+    def _presence_unknown(failure):
+        if getattr(failure.value, "error", None) != "wamp.error.no_such_procedure":  # no keeper runs: nothing is DOWN
+            log.warn("cannot read the alert keeper's open alerts ({error}); hosts that went DOWN before this "
+                     "orchestrator started are not shown",
+                     error=failure.getErrorMessage())
 
     # -- queries -----------------------------------------------------------------------
     @procedure("nerve.snapshot", invoke="first")
