@@ -39,6 +39,7 @@ export class TileGrid {
     this.columns = 1;
     this.tileWidth = MIN_TILE_WIDTH;
     this.layoutDirty = true;
+    this.screenFirst = true; // the next layout binds the screen first (see _layout)
     this.template = this._template();
     window.addEventListener("scroll", () => this._moved(), { passive: true });
     window.addEventListener("resize", () => this._moved(), { passive: true });
@@ -55,6 +56,7 @@ export class TileGrid {
         this.pool.push(tile);
       }
       this.bound.clear();
+      this.screenFirst = true;
     }
     this.layoutDirty = true;
     this.onInvalid();
@@ -111,8 +113,13 @@ export class TileGrid {
     const top = this.list.getBoundingClientRect().top;  // read before the writes below: one layout, not two
     if (this.list.style.height !== height) this.list.style.height = height;
     const screen = window.innerHeight;
-    const margin = this.bound.size === 0 && this.hosts.length ? 0 : screen;
-    if (!margin) setTimeout(() => this._moved(), 0);
+    // Once per coming in: a screen that holds none of the tiles must not ask for frame after frame.
+    const screenFirst = this.screenFirst && this.bound.size === 0 && this.hosts.length > 0;
+    const margin = screenFirst ? 0 : screen;
+    if (screenFirst) {
+      this.screenFirst = false;
+      setTimeout(() => this._moved(), 0);
+    }
     const firstRow = Math.max(0, Math.floor((-top - margin) / rowHeight));
     const lastRow = Math.min(rows - 1, Math.floor((-top + screen + margin) / rowHeight));
     const first = firstRow * this.columns;
