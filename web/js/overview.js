@@ -11,14 +11,15 @@ import { TileGrid, setText } from "./tiles.js";
 
 // The metric each tile draws as its sparkline; nerve.snapshot backfills its recent values.
 export const SPARK_METRIC = "cpu";
-export const SNAPSHOT_OPTIONS = { recent: SPARK_POINTS, metric: SPARK_METRIC, table: true };
+const SNAPSHOT_TABLE = { table: true };
+export const SNAPSHOT_OPTIONS = { ...SNAPSHOT_TABLE, recent: SPARK_POINTS, metric: SPARK_METRIC };
 
 /**
  * nerve.snapshot for this page, as a table (field names once, a row per host): first without history, then, for a
  * fleet small enough to open on tiles, again with the sparklines' recent values (the map has no sparklines to fill).
  */
 export async function fetchSnapshot(session) {
-  const snapshot = await session.call("nerve.snapshot", [], { table: true });
+  const snapshot = await session.call("nerve.snapshot", [], SNAPSHOT_TABLE);
   if (Object.keys(snapshot.hosts ?? {}).length > TILES_UP_TO) return snapshot;
   return session.call("nerve.snapshot", [], SNAPSHOT_OPTIONS);
 }
