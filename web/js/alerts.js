@@ -11,8 +11,9 @@ export const MAX_GROUPS = 30;
 export const MAX_ROWS = 4;
 const MAX_RESOLVED = 200; // resolved records kept for display, newest
 const MAX_MESSAGES = 10; // `nerve alert send` messages kept
-// A storm becomes one DOM update per FEED_GAP_MS at most; a lone change shows in the next frame.
-const FEED_GAP_MS = 250;
+// A storm becomes one DOM update per FEED_GAP_MS at most; a lone change shows in the next frame. Longer than the
+// digest's tick, so a storm's updates ride the digests' frames (after half the gap) instead of racing them.
+const FEED_GAP_MS = 400;
 const SILENCE_DURATIONS = [["1 h", 3600], ["4 h", 4 * 3600], ["1 day", 86400], ["until resolved", null]];
 
 // Both shapes on nerve.alert.*: a level change ({metric, level, ...}), or `nerve alert send`'s {message, ts, sender}.

@@ -45,7 +45,9 @@ const STALE_GRACE_SECONDS = 1.5;
 const VALUE_SORT_EVERY_MS = 2000;
 const LEVEL_SORT_EVERY_MS = 1000;
 const TICK_MS = 1000;
-const FRAME_GAP_MS = 250; // the digest's tick: what comes between two digests waits at most this long
+// Longer than the digest's tick (0.25 s): what comes between two digests rides the next digest's frame, and waits
+// at most this long only while no digest comes. A gap of one tick raced the next digest for a frame of its own.
+const FRAME_GAP_MS = 400;
 
 const PROBLEM_RANK = hostLevelRank("MEDIUM");
 
