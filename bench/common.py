@@ -80,6 +80,14 @@ def stolen_share(before, after):
     return (getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)) / total if total else float("nan")
 
 
+def scheduler_seconds(process):
+    """(seconds on a CPU, seconds runnable but waiting for one) of a psutil process's main thread, from Linux's
+    /proc/<pid>/schedstat: the wait says how much a saturated machine held the process back."""
+    with open(f"/proc/{process.pid}/schedstat") as stat:
+        on_cpu, waiting, _ = stat.read().split()
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
 def machine_line():
     """One line saying what machine the figures come from."""
     return f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {sys.version.split()[0]}"

@@ -34,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from twisted.internet import reactor, threads  # noqa: E402
 
-from bench.common import CHROMIUM_FLAGS, machine_line, percentile  # noqa: E402
+from bench.common import (CHROMIUM_FLAGS, busy_share, machine_line, percentile, scheduler_seconds,  # noqa: E402
+                          stolen_share)
 from components.testing.live import ComponentProcess, RouterProcess, join, measurement, publish_acknowledged  # noqa: E402
+from components.testing.raw import router_worker  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PROBE = "bench-probe"
@@ -217,6 +219,9 @@ def main():
     parser.add_argument("--busy-seconds", type=int, default=20, help="seconds of main-thread sampling (default 20)")
     parser.add_argument("--tick", type=float, default=0.25, help="orchestrator digest tick in s (default 0.25, its default)")
     parser.add_argument("--analyzers", type=int, default=2, help="analyzer processes (default 2)")
+    parser.add_argument("--simulator-nice", type=int, default=10, choices=range(0, 20), metavar="0-19",
+                        help="the simulator's nice value (default 10: it stands for the fleet's own machines, so it "
+                             "yields the CPU to the mesh and the pages; 0 competes with them)")
     parser.add_argument("--alert-keeper", action=argparse.BooleanOptionalAction, default=True,
                         help="run the alert keeper, as `nerve up` does (default on; off measures the page without "
                              "its alert records)")
@@ -262,9 +267,12 @@ def run(args, hosts):
     keep_alive, probing = threading.Event(), threading.Event()
     try:
         if hosts:
-            processes.append(ComponentProcess(router, "tracker", "--hosts", str(hosts), "--interval", "1"))
+            simulator = ComponentProcess(router, "tracker", "--hosts", str(hosts), "--interval", "1")
+            processes.append(simulator)
+            psutil.Process(simulator.process.pid).nice(args.simulator_nice)
         # An operator session asks for the snapshot: its message limit is the backend one, not the page's.
         watcher = wamp(join, router.rawsocket_url, "operator", "bench-watch", router.ticket("operator", "bench-watch"))
+        worker = router_worker(router)
         tracker = wamp(join, router.rawsocket_url, "tracker", PROBE, router.ticket("tracker", PROBE))
         print(f"router on :{router.port}; waiting for {hosts} simulated hosts ...", file=sys.stderr)
         seq = 0
@@ -367,7 +375,20 @@ def run(args, hosts):
                 probing.clear()
                 return published, latencies(published, page.evaluate("() => window.__seen"))
 
+            received_before, probes_started = wamp(watcher.call, "nerve.stats")["received"], time.monotonic()
+            machine_before, worker_before = psutil.cpu_times(), scheduler_seconds(worker)
             published, on_overview = probe(first, "#fleet-card", probe_indices(1, args.probes))
+            machine_after, worker_after = psutil.cpu_times(), scheduler_seconds(worker)
+            probing_seconds = time.monotonic() - probes_started
+            received = (wamp(watcher.call, "nerve.stats")["received"] - received_before) / probing_seconds
+            rows.append(("measurements received", "by the orchestrator", f"{received:.0f} /s",
+                         f"{total} hosts at 1 Hz", f"simulator at nice {args.simulator_nice}"))
+            # What the tail depends on: how saturated the machine was, and how long the router waited for a core.
+            on_cpu, waiting = (100 * (after - before) / probing_seconds for before, after in zip(worker_before, worker_after))
+            rows.append(("machine during the probes", "both cores",
+                         f"busy {busy_share(machine_before, machine_after) * 100:.0f} %, "
+                         f"stolen {stolen_share(machine_before, machine_after) * 100:.0f} %",
+                         f"router worker on a core {on_cpu:.0f} %, waiting for one {waiting:.0f} %", ""))
             on_python = latencies(published, at_python["digest"])
             for name, values in (("publish → overview updated", on_overview),
                                  ("publish → digest at a Python client", on_python)):
