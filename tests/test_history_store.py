@@ -117,6 +117,29 @@ def test_the_journal_gives_back_the_open_block_after_a_kill_and_a_damaged_store_
         open_store(other, clock=clock)
 
 
+def test_a_block_written_before_a_kill_keeps_every_sample_when_the_journal_replays(tmp_path):
+    # Samples a millisecond before their block's end (a tracker's clock at x.999 s): the block closes and is
+    # written while the journal still holds its seconds for another host's open block. The replay after a kill
+    # must skip all of them: one taken again reopened the block and rewrote it with that one sample.
+    clock = Clock(T0)
+    store = open_store(tmp_path, clock=clock)
+    block = store.tiers[0].block
+    end = (T0 - store.host("a").offset) // block * block + store.host("a").offset + block
+    stamps = [end - 30 + k - 0.001 for k in range(40)]  # 30 before the end, 10 after
+    for ts in stamps:
+        clock.now = ts + 0.5
+        store.ingest({"a": entry([ts], cpu=[1.0]), "b": entry([ts], cpu=[2.0])})
+        store.commit()
+    assert store.db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] >= 40  # b's block is open since before
+    store.db.close()  # as a SIGKILL leaves it
+    again = open_store(tmp_path, clock=clock)
+    clock.now = end + 10.5
+    again.ingest({"a": entry([end + 10], cpu=[1.0]), "b": entry([end + 10], cpu=[2.0])})
+    again.commit()
+    for host in ("a", "b"):
+        assert again.range(host, end - 31, end + 11, 0)["ts"] == pytest.approx([*stamps, end + 10], abs=0.0006), host
+
+
 def test_old_blocks_go_by_age_and_the_oldest_first_when_over_the_disk_budget(tmp_path):
     clock = Clock(T0)
     tiers = parse_retention("1s=10m")

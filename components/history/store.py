@@ -213,7 +213,9 @@ class HistoryStore:
         for tier, host, end in db.execute("SELECT tier, host, MAX(end) FROM blocks GROUP BY tier, host"):
             by_id[host].written_until[tier] = end
             if tier == 0:
-                by_id[host].last_ts = end - 2 * TS_TOLERANCE  # a block holds ts < end: a sample at end is new
+                # A block holds ts < end, so a sample from end on is new: the journal's samples before end are
+                # in the block already (one taken again would reopen the block and rewrite it with only that one).
+                by_id[host].last_ts = end - TS_TOLERANCE
         for tier, total, samples in db.execute("SELECT tier, SUM(bytes), SUM(samples) FROM blocks GROUP BY tier"):
             self.bytes[tier], self.samples[tier] = total, samples
         replayed = 0
