@@ -36,6 +36,7 @@ export class FleetMap {
     this.index = new Map();   // host -> index
     this.rects = new Float32Array(0);
     this.width = 0;
+    this.observedWidth = null; // the container's content width the last resize reported
     this.height = 0;
     this.dpr = 1;
     this.cell = MAX_CELL;
@@ -51,7 +52,16 @@ export class FleetMap {
     this.background = getComputedStyle(document.documentElement).getPropertyValue("--bg").trim() || "#0d1117";
     this.muted = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim() || "#a3adb8";
     this.focusColor = getComputedStyle(document.documentElement).getPropertyValue("--focus").trim() || "#ffd33d";
-    new ResizeObserver(() => this._resized()).observe(canvas.parentElement);
+    // The layout reads the container's width and the window's height. The container's height follows the canvas,
+    // so a new layout that changes it (a group grew a row) must not lay the map out again in one more frame.
+    new ResizeObserver((entries) => {
+      const width = entries[entries.length - 1].contentRect.width;
+      if (width !== this.observedWidth) {
+        this.observedWidth = width;
+        this._resized();
+      }
+    }).observe(canvas.parentElement);
+    window.addEventListener("resize", () => this._resized());
     matchMedia(`(resolution: ${window.devicePixelRatio}dppx)`).addEventListener?.("change", () => this._resized());
     canvas.addEventListener("pointermove", (event) => this._pointer(event));
     canvas.addEventListener("pointerleave", () => this._setHover(null));

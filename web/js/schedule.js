@@ -3,8 +3,11 @@
 // Each frame costs the whole page a style, layout, paint and commit pass (several ms at 500 tiles), so
 // a panel that changes often (alerts, analyzer loads) is drawn at most once per `minGapMs`. A panel waiting out
 // its gap also rides on the next frame another scheduler draws once half its gap has passed: the page then draws
-// about one frame per digest, not one per panel at phases of their own.
+// about one frame per digest, not one per panel at phases of their own. A change that is not urgent waits for
+// such a frame even when its gap has passed, at most RIDE_WAIT_MS: a panel whose changes come about once per
+// gap (the analyzer loads, once a second) would otherwise take a frame of its own every time.
 const riders = new Set();
+const RIDE_WAIT_MS = 400; // longer than the orchestrator's digest tick (0.25 s): a digest's frame comes first
 
 export function frameScheduler(render, minGapMs = 0) {
   let frame = 0;
@@ -28,7 +31,7 @@ export function frameScheduler(render, minGapMs = 0) {
   };
   return function schedule({ now: immediate = false } = {}) {
     if (frame) return;
-    const wait = immediate ? 0 : last + minGapMs - performance.now();
+    const wait = immediate ? 0 : Math.max(last + minGapMs - performance.now(), RIDE_WAIT_MS);
     if (wait <= 0) {
       clearTimeout(timer);
       timer = 0;

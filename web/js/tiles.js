@@ -96,7 +96,9 @@ export class TileGrid {
   // -- layout ------------------------------------------------------------------------------------
   _moved() {
     this.layoutDirty = true;
-    this.onInvalid();
+    // Without hosts (the map is shown, and its canvas resizes the container) no tile waits for it: setHosts lays
+    // the tiles out when they come back.
+    if (this.hosts.length) this.onInvalid();
   }
 
   _layout() {
