@@ -7,6 +7,8 @@ import time
 
 import pytest
 import pytest_twisted
+from autobahn.wamp.types import PublishOptions
+from twisted.internet import defer
 
 from components.testing.live import call_until, join, wait_until
 
@@ -75,6 +77,48 @@ def test_example_component_counts_alerts_and_answers_calls(router, start):
         assert nerve("alert", "send", "--on", "nerve.alert.cache-3", "evictions high", env=router.env()).returncode == 0
     operator = yield join(router.rawsocket_url, "operator", "test-operator", router.ticket("operator", "test-operator"))
     yield call_until(operator, "app.alerts.count", lambda count: count == 2, "cache-3", message="both alerts counted")
+    yield operator.leave()
+
+
+HOLDING_COMPONENT = """
+from components import on, on_join, procedure
+
+seen = []
+
+
+@on("app.hold.tick")
+def tick(value):
+    seen.append(value)
+
+
+@on_join(hold_events=True)
+def load(mesh):
+    return mesh.call("app.hold.gate")  # the test answers when the hook may end
+
+
+@procedure("app.hold.seen")
+def seen_so_far():
+    return seen
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_events_wait_for_a_join_hook_that_holds_them_then_come_in_order(router, start, tmp_path):
+    # In the role `nerve run` has, which may register app.* procedures too.
+    operator = yield join(router.rawsocket_url, "component", "hold-test", router.ticket("component", "hold-test"))
+    asked, gate = defer.Deferred(), defer.Deferred()
+    yield operator.register(lambda: asked.callback(None) or gate, "app.hold.gate")
+    path = tmp_path / "holding.py"
+    path.write_text(HOLDING_COMPONENT)
+    start("run", str(path))
+    yield asked  # the hook runs: its session's subscriptions exist
+    for value in (1, 2, 3):
+        yield operator.publish("app.hold.tick", value, options=PublishOptions(acknowledge=True))
+    # The router writes the events to the component before this call, on the same connection: they have arrived
+    # and wait for the hook, while the procedure answers.
+    assert (yield operator.call("app.hold.seen")) == []
+    gate.callback(None)
+    yield call_until(operator, "app.hold.seen", lambda seen: seen == [1, 2, 3], message="the held events, in order")
     yield operator.leave()
 
 

@@ -5,6 +5,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from twisted.internet import defer
 
 from components.history.codec import pack_block, quantum_of, unpack_block
 from components.history.store import STORE_FILE, StoreError, open_store
@@ -206,19 +207,16 @@ def test_events_of_a_rejoin_wait_for_its_gap_fill_so_the_seconds_missed_are_reco
     fake.answer(SAMPLES_SINCE_URI, lambda since, after=None: {"hosts": {}, "next": None})
     fake.bind(recorder)  # the first join: nothing to fill yet
     fake.deliver(SAMPLES_TOPIC, {"hosts": {"web-01": entry([1000.0, 1001.0], cpu=[1.0, 2.0])}})
-    # The router restarts: seconds 1002-1004 pass while the recorder is away; on the rejoin the new second's event
-    # comes in before the gap fill has started (subscriptions are bound before the join hooks run).
-    fake.mesh.session = object()
+    # The router restarts: seconds 1002-1004 pass while the recorder is away. On the rejoin the gap fill asks the
+    # orchestrator, and the new second's event comes in before the answer.
+    asked, answer = [], defer.Deferred()
+    fake.answer(SAMPLES_SINCE_URI, lambda since, after=None: asked.append(since) or answer)
+    fake.rejoin()
     fake.deliver(SAMPLES_TOPIC, {"hosts": {"web-01": entry([1005.0], cpu=[6.0])}})
-    asked = []
-
-    def window_since(since, after=None):
-        asked.append(since)
-        return {"hosts": {"web-01": entry([1001.0, 1002.0, 1003.0, 1004.0, 1005.0], cpu=[2.0, 3.0, 4.0, 5.0, 6.0])},
-                "next": None}
-
-    fake.answer(SAMPLES_SINCE_URI, window_since)
-    recorder.fill_gap()
+    assert recorder.counts["events"] == 1 and recorder.state == "filling gap"  # the event waits for the fill
+    answer.callback({"hosts": {"web-01": entry([1001.0, 1002.0, 1003.0, 1004.0, 1005.0], cpu=[2.0, 3.0, 4.0, 5.0, 6.0])},
+                     "next": None})
+    assert recorder.counts["events"] == 2 and recorder.state == "recording"
     assert asked and asked[0] <= 1001.0, asked  # from the last sample before the outage, not the held one
     clock.now = 1006.5
     store.commit()

@@ -194,6 +194,43 @@ def test_on_join_hooks_run_after_everything_is_bound():
     assert order == ["tick", ("joined", True)]
 
 
+def loader(hold):
+    """A component that loads its state at join from app.state (holding its events meanwhile, or not); each event
+    is noted with the state it found."""
+    order = []
+    state = {}
+
+    @defer.inlineCallbacks
+    def load(mesh):
+        state["value"] = yield mesh.call("app.state")
+        order.append(("loaded", state["value"]))
+
+    @on("app.add")
+    def add(value):
+        order.append(("event", value, state.get("value")))
+
+    hook = on_join(hold_events=True)(load) if hold else on_join(load)
+    return SimpleNamespace(load=hook, add=add), order
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_hook_that_holds_events_sees_none_before_it_ends_and_they_come_in_order_after(hold):
+    component, order = loader(hold)
+    fake = FakeMesh.load(component)
+    fake.deliver("app.add", 1)
+    fake.deliver("app.add", 2)
+    fake.calls_made[-1].result.callback("ready")
+    if hold:
+        assert order == [("loaded", "ready"), ("event", 1, "ready"), ("event", 2, "ready")]
+    else:
+        assert order == [("event", 1, None), ("event", 2, None), ("loaded", "ready")]
+    # A reconnect holds them again until its hook has ended; a hook that fails hands them over all the same.
+    fake.rejoin()
+    fake.deliver("app.add", 3)
+    fake.calls_made[-1].result.errback(ApplicationError(Unavailable.uri, "no state"))
+    assert order[-1] == ("event", 3, "ready") and len(order) == 4
+
+
 def test_settings_given_as_callables_are_resolved_with_the_config():
     seen = []
     component = SimpleNamespace(

@@ -74,26 +74,17 @@ class Recorder:
     def __init__(self, config, mesh, store, clock=time.time):
         self.config, self.mesh, self.store, self.clock = config, mesh, store, clock
         self.state, self.last_error = "starting", None
-        # Events are held from a join until its gap fill has ended, then ingested after the fill: one taken first
-        # would move the hosts' last sample past the gap, and the store skips what is older than that.
-        self.held = []
-        self.filling = False
-        self.live_session = None  # the session whose gap fill has ended: its events go straight to the store
         self.counts = {"events": 0, "samples": 0, "gap_filled": 0, "write_errors": 0}
         self.next_maintenance = 0.0
 
     # -- input --------------------------------------------------------------------------
     @on(SAMPLES_TOPIC)
     def on_samples(self, event):
-        """Take one nerve.samples event (held while a gap fill runs, so older samples go in first)."""
+        """Take one nerve.samples event (after the join's gap fill: fill_gap holds them)."""
         if not isinstance(event, dict):
             raise InvalidArgument("a nerve.samples event must be an object")
-        hosts = checked_entries(event.get("hosts"), "event")
         self.counts["events"] += 1
-        if self.filling or self.mesh.session is not self.live_session:
-            self.held.append(hosts)
-            return
-        self._ingest(hosts)
+        self._ingest(checked_entries(event.get("hosts"), "event"))
 
     def _ingest(self, hosts):
         self.counts["samples"] += self.store.ingest(hosts)
@@ -120,11 +111,12 @@ class Recorder:
                 "bytes": sum(self.store.bytes), "max_disk": self.config.max_disk, "disk_free": free,
                 "ts": round(self.clock(), 3)}
 
-    @on_join
+    # Events wait until the fill has ended: one taken first would move the hosts' last sample past the gap, and
+    # the store skips what is older than that.
+    @on_join(hold_events=True)
     @defer.inlineCallbacks
     def fill_gap(self):
         """Ask the orchestrator for what it holds since the last recorded sample, page by page, then go live."""
-        self.filling = True
         self._set_state("filling gap")
         recorded = [host.last_ts for host in self.store.hosts.values() if host.last_ts > 0]
         since = max(recorded) - GAP_OVERLAP if recorded else 0.0
@@ -140,10 +132,6 @@ class Recorder:
             log.warn("cannot fill the gap since {since:.0f} from {uri} ({error}); recording from now on",
                      since=since, uri=SAMPLES_SINCE_URI, error=error)
         self.counts["gap_filled"] += filled
-        self.filling, self.live_session = False, self.mesh.session
-        held, self.held = self.held, []
-        for hosts in held:
-            self._ingest(hosts)
         if self.state == "filling gap":
             self._set_state("recording" if self.counts["samples"] or filled else "waiting for samples")
         if filled:

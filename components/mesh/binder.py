@@ -30,6 +30,49 @@ def run_tick(invoke, name):
     return result.addErrback(lambda failure: log.failure("periodic {name} failed", failure, name=name))
 
 
+class EventHold:
+    """A component's events, held from a join until its `@on_join(hold_events=True)` hooks have finished."""
+
+    def __init__(self):
+        self.waiting = None  # (handler, args, kwargs) in arrival order while holding, else None
+        self.joins = 0
+
+    def wrap(self, handler):
+        """The event handler, holding its events while a hold is on."""
+        def on_event(*args, **kwargs):
+            if self.waiting is not None:
+                self.waiting.append((handler, args, kwargs))
+                return None
+            return handler(*args, **kwargs)
+
+        return on_event
+
+    def begin(self):
+        """Hold events from now on (before the join's subscriptions exist); returns this join's number."""
+        self.joins += 1
+        if self.waiting is None:
+            self.waiting = []
+        return self.joins
+
+    def run_hooks(self, hooks, mesh, join):
+        """Run the join hooks (func, OnJoin) in order; once those that hold events have finished, hand the held
+        events over (`join` is begin()'s number, None when no hook holds)."""
+        holding = []
+        for func, binding in hooks:
+            result = run_tick(invoker(func, mesh), func.__name__)
+            if binding.hold_events:
+                holding.append(result)
+        if join is not None:
+            defer.DeferredList(holding).addCallback(lambda _: self._release(join))
+
+    def _release(self, join):
+        if join != self.joins:  # a later join began its own hold: its hooks hand everything over
+            return
+        waiting, self.waiting = self.waiting, None
+        for handler, args, kwargs in waiting or ():
+            handler(*args, **kwargs)
+
+
 class Binder:
     """Binds the decorated functions of targets to each new session and unbinds timers on leave."""
 
@@ -40,7 +83,8 @@ class Binder:
         self.mesh = mesh
         self.timers = []
         self.joined = defer.Deferred()
-        self.join_hooks = [func for func, binding in self.bindings if isinstance(binding, OnJoin)]
+        self.join_hooks = [(func, binding) for func, binding in self.bindings if isinstance(binding, OnJoin)]
+        self.hold = EventHold()
 
     def start_offline_timers(self):
         """Start the timers that run whether or not a session is joined."""
@@ -55,14 +99,15 @@ class Binder:
         self.mesh.session = session
         if self.on_transport is not None:
             self.on_transport(transport_of(session))
+        # Held from before the first subscription: an event may arrive while the next binding is made.
+        join = self.hold.begin() if any(binding.hold_events for _, binding in self.join_hooks) else None
         for func, binding in self.bindings:
             try:
                 yield self._bind(session, func, binding)
             except ApplicationError as error:
                 log.error("cannot bind {name} to {binding}: {error}", name=func.__name__, binding=binding, error=error)
-        for hook in self.join_hooks:
-            # Hooks run after binding, so what they start can already use the session's subscriptions.
-            run_tick(invoker(hook, self.mesh), hook.__name__)
+        # Hooks run after binding, so what they start can already use the session's subscriptions.
+        self.hold.run_hooks(self.join_hooks, self.mesh, join)
         log.info("joined realm {realm} as {authid} ({role}), {n} bindings",
                  realm=details.realm, authid=details.authid, role=details.authrole, n=len(self.bindings))
         if not self.joined.called:
@@ -72,7 +117,8 @@ class Binder:
         config = self.mesh.config
         if isinstance(binding, OnEvent):
             options = SubscribeOptions(match=resolve(binding.match, config), details_arg="details")
-            return session.subscribe(event_handler(func, self.mesh), resolve(binding.topic, config), options=options)
+            handler = self.hold.wrap(event_handler(func, self.mesh))
+            return session.subscribe(handler, resolve(binding.topic, config), options=options)
         if isinstance(binding, Procedure):
             concurrency = resolve(binding.concurrency, config)
             options = RegisterOptions(invoke=binding.invoke, concurrency=concurrency, details_arg="details")

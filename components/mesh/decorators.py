@@ -42,7 +42,10 @@ class Every:
 
 @dataclass(frozen=True)
 class OnJoin:
-    """A hook: call the function after every join, once the other bindings are in place."""
+    """A hook: call the function after every join, once the other bindings are in place; with hold_events, the
+    component's events wait until it has finished."""
+
+    hold_events: bool = False
 
 
 def _annotate(binding):
@@ -76,8 +79,16 @@ def every(seconds, now=True, offline=False):
     return _annotate(Every(seconds, now, offline))
 
 
-def on_join(func):
-    """Mark a function to run after every join (and rejoin), once subscriptions and registrations exist."""
+def on_join(func=None, *, hold_events=False):
+    """Mark a function to run after every join (and rejoin), once subscriptions and registrations exist.
+
+    As `@on_join(hold_events=True)`, the component's events that arrive from the join until the function has
+    finished (its Deferred fired or failed) wait, and are then handled in arrival order: a hook that loads state
+    (a gap to fill, a listing to read) never sees an event before that state. Such a hook must end: give its
+    calls a timeout, or the events wait in memory.
+    """
+    if func is None:
+        return _annotate(OnJoin(hold_events))
     return _annotate(OnJoin())(func)
 
 

@@ -21,7 +21,7 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
-from components.mesh.binder import run_tick
+from components.mesh.binder import EventHold, run_tick
 from components.mesh.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve
 from components.mesh.errors import ERROR_URIS, NotFound
 from components.mesh.session import cancel_after
@@ -82,6 +82,8 @@ class FakeMesh:
         self._answers = {}
         self._subscriptions = []  # (topic, match, wrapped handler)
         self._procedures = {}  # uri -> wrapped procedure
+        self._join_hooks = []
+        self._hold = EventHold()
 
     @classmethod
     def load(cls, target, *more, config=None):
@@ -102,7 +104,7 @@ class FakeMesh:
         for func, binding in bindings:
             if isinstance(binding, OnEvent):
                 topic, match = resolve(binding.topic, config), resolve(binding.match, config)
-                self._subscriptions.append((topic, match, event_handler(func, self.mesh)))
+                self._subscriptions.append((topic, match, self._hold.wrap(event_handler(func, self.mesh))))
             elif isinstance(binding, Procedure):
                 uri = resolve(binding.uri, config)
                 if uri in self._procedures:
@@ -110,10 +112,19 @@ class FakeMesh:
                 self._procedures[uri] = call_handler(func, self.mesh, uri)
             elif isinstance(binding, Every) and not binding.offline:
                 self._start_timer(func, binding)
-        for func, binding in bindings:
-            if isinstance(binding, OnJoin):
-                run_tick(invoker(func, self.mesh), func.__name__)
+        hooks = [(func, binding) for func, binding in bindings if isinstance(binding, OnJoin)]
+        self._join_hooks.extend(hooks)
+        self._run_join_hooks(hooks)
         return self
+
+    def rejoin(self):
+        """Run every bound on_join hook again, as after a reconnect: events delivered until the hooks that hold
+        events have finished (a call of theirs still waiting for fake.answer, say) wait, then are handled in order."""
+        self._run_join_hooks(self._join_hooks)
+
+    def _run_join_hooks(self, hooks):
+        holds = any(binding.hold_events for _, binding in hooks)
+        self._hold.run_hooks(hooks, self.mesh, self._hold.begin() if holds else None)
 
     def _component(self, target):
         """What bindings_of reads for a target: the module a name or path imports, a class's instance, or the target."""
