@@ -197,6 +197,10 @@ class Notifier:
         """As a standby, mark what the leader's channels accepted, so a takeover does not send it again."""
         if self.active or not isinstance(event, dict) or event.get("channel") not in self.health:
             return
+        if self.incoming:
+            # The records of this turn first, in arrival order: the leader sent what they queue before saying so,
+            # and a mark of a notification not stored yet would be lost (a takeover then sent it again).
+            self._apply_incoming()
         keys = [key for key in event.get("keys", []) if isinstance(key, str)]
         self.outbox.delivered({event["channel"]: keys}, float(event.get("at") or self.clock()))
 
