@@ -30,6 +30,11 @@ def run_tick(invoke, name):
     return result.addErrback(lambda failure: log.failure("periodic {name} failed", failure, name=name))
 
 
+def holds_events(hooks):
+    """Whether one of the join hooks (func, OnJoin) holds the component's events while it runs."""
+    return any(binding.hold_events for _, binding in hooks)
+
+
 class EventHold:
     """A component's events, held from a join until its `@on_join(hold_events=True)` hooks have finished."""
 
@@ -47,8 +52,11 @@ class EventHold:
 
         return on_event
 
-    def begin(self):
-        """Hold events from now on (before the join's subscriptions exist); returns this join's number."""
+    def begin(self, hooks):
+        """Hold events from now on (before the join's subscriptions exist) when one of the join hooks (func, OnJoin)
+        holds them; returns this join's number, or None when none does."""
+        if not holds_events(hooks):
+            return None
         self.joins += 1
         if self.waiting is None:
             self.waiting = []
@@ -100,7 +108,7 @@ class Binder:
         if self.on_transport is not None:
             self.on_transport(transport_of(session))
         # Held from before the first subscription: an event may arrive while the next binding is made.
-        join = self.hold.begin() if any(binding.hold_events for _, binding in self.join_hooks) else None
+        join = self.hold.begin(self.join_hooks)
         for func, binding in self.bindings:
             try:
                 yield self._bind(session, func, binding)
@@ -117,7 +125,9 @@ class Binder:
         config = self.mesh.config
         if isinstance(binding, OnEvent):
             options = SubscribeOptions(match=resolve(binding.match, config), details_arg="details")
-            handler = self.hold.wrap(event_handler(func, self.mesh))
+            handler = event_handler(func, self.mesh)
+            if holds_events(self.join_hooks):  # else every event would pay for the check
+                handler = self.hold.wrap(handler)
             return session.subscribe(handler, resolve(binding.topic, config), options=options)
         if isinstance(binding, Procedure):
             concurrency = resolve(binding.concurrency, config)

@@ -123,8 +123,7 @@ class FakeMesh:
         self._run_join_hooks(self._join_hooks)
 
     def _run_join_hooks(self, hooks):
-        holds = any(binding.hold_events for _, binding in hooks)
-        self._hold.run_hooks(hooks, self.mesh, self._hold.begin() if holds else None)
+        self._hold.run_hooks(hooks, self.mesh, self._hold.begin(hooks))
 
     def _component(self, target):
         """What bindings_of reads for a target: the module a name or path imports, a class's instance, or the target."""
