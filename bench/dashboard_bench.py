@@ -8,7 +8,10 @@ analyzers and the alert keeper), with `--pages` dashboards open on the overview,
     (the map) shows the value, p50 / p99, beside the same digests' arrival at a Python client (the pipeline's part);
   * the main thread's busy share of each second (Chrome DevTools TaskDuration: scripts, style, layout, paint and
     every other task, so long tasks and rendering both count), mean and worst second, and long tasks (> 50 ms);
+    beside the share of each second the renderer's main thread ran on a core and waited for one (Linux
+    schedstat), which tells a heavy page from a saturated machine;
   * the renderer processes' CPU time per page (what the pages cost whatever else loads the machine);
+  * the CPU time of the Playwright driver, the bench's own instrument (run at nice 10);
   * DOM nodes in the document (elements, text and the rest) and page memory (the renderer's proportional set
     size, and its JS heap);
   * page open (navigation start) → every host drawn, over `--loads` fresh pages;
@@ -41,6 +44,7 @@ from components.testing.raw import router_worker  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PROBE = "bench-probe"
+INSTRUMENT_NICE = 10  # the nice value of the bench's own instrument, the Playwright driver
 VIEWPORT = {"width": 1280, "height": 800}
 
 # Targets of issue 21, per page: (measure key, limit, unit).
@@ -180,28 +184,50 @@ def renderer_memory_mb():
     return [process.memory_full_info().pss / 2**20 for process in renderers()]
 
 
+def playwright_driver():
+    """The Playwright driver process (node) this benchmark started."""
+    return next(process for process in psutil.Process().children()
+                if any(part.endswith("cli.js") for part in process.cmdline()) and "playwright" in process.exe())
+
+
+def renderer_of(page):
+    """The renderer process of a page: the one whose main thread ran while the page spun for 300 ms (Chromium keeps
+    a spare renderer started, so the newest process is not always the page's)."""
+    before = {process.pid: scheduler_seconds(process)[0] for process in renderers()}
+    page.evaluate("() => { const end = performance.now() + 300; while (performance.now() < end); }")
+    ran = {process: scheduler_seconds(process)[0] - before.get(process.pid, 0.0) for process in renderers()}
+    return max(ran, key=ran.get)
+
+
 def renderer_cpu_seconds():
     """CPU seconds (user + system) the renderer processes used so far: what the pages cost whatever the load."""
     return sum(sum(process.cpu_times()[:2]) for process in renderers())
 
 
 class BusyMeter:
-    """Main-thread busy share per second of one page, from DevTools Performance.getMetrics TaskDuration."""
+    """Main-thread busy share per second of one page, from DevTools Performance.getMetrics TaskDuration, beside the
+    share of each second its renderer's main thread ran on a core and waited for one (Linux schedstat): wall-clock
+    busy grows when a saturated machine holds the thread back, time on a core does not."""
 
-    def __init__(self, page):
+    def __init__(self, page, renderer):
         self.cdp = page.context.new_cdp_session(page)
         self.cdp.send("Performance.enable", {"timeDomain": "timeTicks"})
+        self.renderer = renderer
         self.last = self.read()
-        self.shares = []
+        self.shares, self.on_cpu, self.waiting = [], [], []
 
     def read(self):
         metrics = {metric["name"]: metric["value"] for metric in self.cdp.send("Performance.getMetrics")["metrics"]}
         metrics["wall"] = time.monotonic()
+        metrics["on_cpu"], metrics["waiting"] = scheduler_seconds(self.renderer)
         return metrics
 
     def sample(self):
         now = self.read()
-        self.shares.append((now["TaskDuration"] - self.last["TaskDuration"]) / (now["wall"] - self.last["wall"]))
+        wall = now["wall"] - self.last["wall"]
+        self.shares.append((now["TaskDuration"] - self.last["TaskDuration"]) / wall)
+        self.on_cpu.append((now["on_cpu"] - self.last["on_cpu"]) / wall)
+        self.waiting.append((now["waiting"] - self.last["waiting"]) / wall)
         self.last = now
         return now
 
@@ -310,6 +336,10 @@ def run(args, hosts):
         time.sleep(3)  # a few rounds so every host has an analysis
 
         with sync_playwright() as playwright:
+            # The Playwright driver is the bench's instrument (it receives every WebSocket frame the pages get, as
+            # DevTools events), not part of what an operator runs: it yields the CPU to the mesh and the pages.
+            driver = playwright_driver()
+            driver.nice(INSTRUMENT_NICE)
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
             rows = []
 
@@ -333,13 +363,14 @@ def run(args, hosts):
                          "", ""))
 
             # 2. the dashboards on the overview; the first hovers the probe's cell and its card is observed
-            pages = []
+            pages, page_renderers = [], []
             for _ in range(args.pages):
                 page = browser.new_context(viewport=VIEWPORT).new_page()
                 page.goto(router.http_url)
                 page.wait_for_function("(n) => window.nerve && window.nerve.overview.drawnHosts >= n", arg=total,
                                        timeout=30000)
                 pages.append(page)
+                page_renderers.append(renderer_of(page))
             first = pages[0]
             cell = first.wait_for_function(PROBE_CELL, arg=PROBE, timeout=10000).json_value()
             first.mouse.move(cell["x"], cell["y"])
@@ -397,8 +428,9 @@ def run(args, hosts):
                              f"n={len(values)}"))
 
             # 3. main thread, DOM and memory of every page, sampled each second while the fleet runs
-            meters = [BusyMeter(page) for page in pages]
+            meters = [BusyMeter(page, renderer) for page, renderer in zip(pages, page_renderers)]
             cpu_before, cpu_started = renderer_cpu_seconds(), time.monotonic()
+            driver_before = sum(driver.cpu_times()[:2])
             first.evaluate(f"() => {{ window.__long = ({LONG_TASKS})({args.busy_seconds}); }}")
             last = {}
             for _ in range(args.busy_seconds):
@@ -411,6 +443,9 @@ def run(args, hosts):
             renderer_cpu = (renderer_cpu_seconds() - cpu_before) / (time.monotonic() - cpu_started) / len(pages)
             rows.append(("renderer CPU per page", "user + system", f"{renderer_cpu * 100:.1f} % of a core",
                          "all renderers / pages", ""))
+            driver_cpu = (sum(driver.cpu_times()[:2]) - driver_before) / (time.monotonic() - cpu_started)
+            rows.append(("Playwright driver CPU", "the bench's instrument", f"{driver_cpu * 100:.1f} % of a core",
+                         f"at nice {INSTRUMENT_NICE}", ""))
             in_document = [page.evaluate(COUNT_NODES) for page in pages]
             shares = [share for meter in meters for share in meter.shares]
             worst_page = max(range(len(meters)), key=lambda k: max(meters[k].shares))
@@ -418,6 +453,16 @@ def run(args, hosts):
                          f"mean {statistics.mean(shares) * 100:.1f} %",
                          f"p95 {percentile(shares, 0.95) * 100:.1f} %, worst {max(shares) * 100:.1f} %",
                          f"page {worst_page + 1} worst"))
+            worst = meters[worst_page]
+            worst_second = worst.shares.index(max(worst.shares))
+            rows.append(("  its worst second", f"page {worst_page + 1}, second {worst_second + 1}",
+                         f"on a core {worst.on_cpu[worst_second] * 100:.1f} %",
+                         f"waiting for one {worst.waiting[worst_second] * 100:.1f} %", "renderer main thread"))
+            on_cpu = [share for meter in meters for share in meter.on_cpu]
+            waiting = [share for meter in meters for share in meter.waiting]
+            rows.append(("main thread on a core, per second", "renderer main thread", f"mean {statistics.mean(on_cpu) * 100:.1f} %",
+                         f"worst {max(on_cpu) * 100:.1f} %; waiting for one mean {statistics.mean(waiting) * 100:.1f} %, "
+                         f"worst {max(waiting) * 100:.1f} %", "schedstat"))
             rows.append(("long tasks (> 50 ms)", f"page 1, {args.busy_seconds} s", f"{len(long_tasks)}",
                          f"max {max(long_tasks, default=0):.0f} ms", ""))
             nodes = max(count["nodes"] for count in in_document)
