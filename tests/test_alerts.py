@@ -162,9 +162,16 @@ def test_a_tracker_lost_without_goodbye_is_down_one_that_said_goodbye_is_offline
     [offline] = fake.published_on("nerve.alert.web-02")
     assert offline["level"] == "OFFLINE"
     assert len(fake.published_on("nerve.alerts.changed")) == 1, "OFFLINE opens no alert: nobody is notified"
+    # Nor is it an open alert: nerve.alerts.open lists the OFFLINE hosts apart, for an orchestrator joining later.
+    assert fake.call("nerve.alerts.open")["offline"] == ["web-02"]
+    keeper.store.commit()
+    restarted = AlertKeeper(keeper.config, FakeMesh(keeper.config).mesh, clock=lambda: clock[0])
+    assert restarted.alerts_open()["offline"] == ["web-02"], "a keeper restart keeps who is OFFLINE"
     fake.deliver("nerve.mesh.joined", tracker_event("web-01", 3))
     assert fake.published_on("nerve.alert.web-01")[-1]["level"] == "UP"
     assert fake.published_on("nerve.alerts.changed")[-1]["status"] == "resolved"
+    fake.deliver("nerve.mesh.joined", tracker_event("web-02", 4))
+    assert fake.call("nerve.alerts.open")["offline"] == []
     # A simulator's session is not a host.
     fake.deliver("nerve.mesh.left", {"session": 9, "authid": "simulator", "authrole": "simulator", "goodbye": False})
     assert fake.published_on("nerve.alert.simulator") == []

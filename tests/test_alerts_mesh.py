@@ -136,28 +136,32 @@ def test_a_killed_tracker_is_down_within_2_s_and_a_stopped_one_offline(router, o
 
 
 @pytest_twisted.inlineCallbacks
-def test_an_orchestrator_started_after_a_host_went_down_lists_it_down(tmp_path):
+def test_an_orchestrator_started_after_hosts_left_lists_them_down_and_offline(tmp_path):
     # A router of the test's own: the session's orchestrator is shared by every test and stays up.
     router = RouterProcess(tmp_path / "router").start()
     processes = [ComponentProcess(router, "alerts", "--data-dir", str(tmp_path / "alerts"))]
     try:
         orchestrator = ComponentProcess(router, "orchestrator")
-        tracker = ComponentProcess(router, "tracker", "--host-id", "gone-host", "--interval", "0.5")
-        processes += [orchestrator, tracker]
+        killed = ComponentProcess(router, "tracker", "--host-id", "gone-host", "--interval", "0.5")
+        stopped = ComponentProcess(router, "tracker", "--host-id", "left-host", "--interval", "0.5")
+        processes += [orchestrator, killed, stopped]
         watcher = yield join(router.rawsocket_url, "operator", "gone-watch", router.ticket("operator", "gone-watch"))
         yield active_keeper(watcher)
-        yield call_until(watcher, "nerve.snapshot", lambda snap: "gone-host" in snap["hosts"],
-                         timeout=FIRST_MEASUREMENT_SECONDS, message="the tracker's first measurement")
-        tracker.kill()
-        yield call_until(watcher, "nerve.alerts.open", lambda opened: any(
+        yield call_until(watcher, "nerve.snapshot", lambda snap: {"gone-host", "left-host"} <= set(snap["hosts"]),
+                         timeout=FIRST_MEASUREMENT_SECONDS, message="both trackers' first measurements")
+        killed.kill()
+        assert stopped.stop() == 0  # SIGTERM: the tracker says goodbye
+        yield call_until(watcher, "nerve.alerts.open", lambda opened: opened["offline"] == ["left-host"] and any(
             (alert["host_id"], alert["level"]) == ("gone-host", "DOWN") for alert in opened["alerts"]),
-            timeout=10, message="the host DOWN at the keeper")
+            timeout=10, message="one host DOWN and one OFFLINE at the keeper")
         orchestrator.kill()
         processes.append(ComponentProcess(router, "orchestrator"))
-        snapshot = yield call_until(watcher, "nerve.snapshot", lambda snap: "gone-host" in snap["hosts"],
-                                    timeout=FIRST_MEASUREMENT_SECONDS, message="the new orchestrator listing the host")
-        entry = snapshot["hosts"]["gone-host"]
-        assert (entry["level"], entry["stale"], entry["ts"]) == ("DOWN", True, None), entry
+        snapshot = yield call_until(watcher, "nerve.snapshot",
+                                    lambda snap: {"gone-host", "left-host"} <= set(snap["hosts"]),
+                                    timeout=FIRST_MEASUREMENT_SECONDS, message="the new orchestrator listing both hosts")
+        entries = {host_id: snapshot["hosts"][host_id] for host_id in ("gone-host", "left-host")}
+        assert {host_id: (entry["level"], entry["stale"], entry["ts"]) for host_id, entry in entries.items()} == {
+            "gone-host": ("DOWN", True, None), "left-host": ("OFFLINE", True, None)}, entries
         yield watcher.leave()
     finally:
         for process in processes:

@@ -334,18 +334,20 @@ def test_a_table_snapshot_holds_the_same_entries_in_40_percent_less_json(pipelin
         pipeline.snapshot(table="yes")
 
 
-def test_hosts_already_down_when_it_joins_come_from_the_keepers_open_alerts(pipeline, fake, clock):
-    # A DOWN host sends nothing: without the keeper's word a restarted orchestrator would not list it at all.
+def test_hosts_already_down_or_offline_when_it_joins_come_from_the_keeper(pipeline, fake, clock):
+    # A DOWN or OFFLINE host sends nothing: without the keeper's word a restarted orchestrator would not list it.
     feed(pipeline, clock, "back-again", 1)  # reported since the join: up, whatever the keeper said
     down = {"metric": "host", "level": "DOWN", "hostname": "db-07.example"}
     fake.answer("nerve.alerts.open", lambda: {"alerts": [
         dict(down, host_id="gone-01"), dict(down, host_id="back-again"), dict(down, host_id="Not A Host"),
-        {"host_id": "hot-01", "metric": "cpu", "level": "HIGH"}, "garbage"], "silences": []})
+        {"host_id": "hot-01", "metric": "cpu", "level": "HIGH"}, "garbage"], "silences": [],
+        "offline": ["left-01", "back-again", "Not A Host", 7]})
     pipeline.load_presence()
     hosts = pipeline.snapshot()["hosts"]
-    assert sorted(hosts) == ["back-again", "gone-01"]
+    assert sorted(hosts) == ["back-again", "gone-01", "left-01"]
     assert hosts["gone-01"] == dict(hosts["gone-01"], level="DOWN", ts=None, stale=True, hostname="db-07.example")
-    assert hosts["back-again"]["level"] != "DOWN"
+    assert hosts["left-01"] == dict(hosts["left-01"], level="OFFLINE", ts=None, stale=True, hostname="left-01")
+    assert hosts["back-again"]["level"] not in ("DOWN", "OFFLINE")
     pipeline.follow_host_presence({"host_id": "gone-01", "metric": "host", "level": "UP"})  # the keeper says it is back
     assert pipeline.snapshot()["hosts"]["gone-01"]["level"] is None
     fake.answer("nerve.alerts.open", lambda: defer.fail(ApplicationError("wamp.error.no_such_procedure")))

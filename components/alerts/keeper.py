@@ -273,9 +273,12 @@ class AlertKeeper:
     # -- procedures ------------------------------------------------------------------------------------------------
     @procedure("nerve.alerts.open", invoke="first")
     def alerts_open(self, since=None):
-        """Every alert not resolved, newest first, and the pending and active silences; with `since` (epoch s), also
-        `resolved`: the alerts resolved since then (so a notifier that was away learns what opened and closed)."""
-        answer = {"alerts": self.book.open_alerts(), "silences": self.book.current_silences()}
+        """Every alert not resolved, newest first, the pending and active silences and the hosts OFFLINE now; with
+        `since` (epoch s), also `resolved`: the alerts resolved since then (so a notifier that was away learns what
+        opened and closed)."""
+        # OFFLINE opens no alert, so without the list an orchestrator that joins later would not know those hosts.
+        offline = sorted(host_id for host_id, presence in self.presence.items() if presence == "OFFLINE")
+        answer = {"alerts": self.book.open_alerts(), "silences": self.book.current_silences(), "offline": offline}
         if since is not None:
             if not finite_number(since):
                 raise InvalidArgument(f"since must be epoch seconds (a number) or null, got {since!r:.40}")

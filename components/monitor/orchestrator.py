@@ -598,29 +598,32 @@ class Orchestrator:
 
     @on_join
     def load_presence(self):
-        """After every (re)join, the hosts the alert keeper has open DOWN alerts for join the fleet as DOWN: a DOWN
-        host sends nothing, so an orchestrator started after it went down would not know it at all."""
+        """After every (re)join, the hosts the alert keeper has open DOWN alerts for, or says are OFFLINE, join the
+        fleet so: such a host sends nothing, so an orchestrator started after it left would not know it at all."""
         asking = self.mesh.call(ALERTS_OPEN_URI)
         asking.addCallbacks(self.apply_open_presence, self._presence_unknown)
         return asking
 
     def apply_open_presence(self, answer):
-        """Add the hosts of the DOWN alerts in a nerve.alerts.open answer that have not reported since this join."""
-        alerts = answer.get("alerts") if isinstance(answer, dict) else None
-        for alert in alerts if isinstance(alerts, list) else ():
-            if not isinstance(alert, dict) or alert.get("metric") != "host" or alert.get("level") != "DOWN":
-                continue
-            host_id = alert.get("host_id")
+        """Add the hosts of the DOWN alerts and the OFFLINE hosts of a nerve.alerts.open answer that have not
+        reported since this join."""
+        answer = answer if isinstance(answer, dict) else {}
+        alerts = answer["alerts"] if isinstance(answer.get("alerts"), list) else []
+        offline = answer["offline"] if isinstance(answer.get("offline"), list) else []
+        away = [(alert.get("host_id"), "DOWN", alert.get("hostname")) for alert in alerts
+                if isinstance(alert, dict) and alert.get("metric") == "host" and alert.get("level") == "DOWN"]
+        away += [(host_id, "OFFLINE", None) for host_id in offline]
+        for host_id, presence, hostname in away:
             # A host that reported since is up, whatever the keeper said when it answered; its events come live.
             if isinstance(host_id, str) and HOST_ID_PATTERN.match(host_id) and host_id not in self.hosts:
                 host = self.hosts[host_id] = HostRecord(host_id, self.max_window)
-                host.hostname = str(alert.get("hostname") or host_id)[:255]
-                host.presence = "DOWN"
+                host.hostname = str(hostname or host_id)[:255]
+                host.presence = presence
 
     @staticmethod
     def _presence_unknown(failure):
         if getattr(failure.value, "error", None) != "wamp.error.no_such_procedure":  # no keeper runs: nothing is DOWN
-            log.warn("cannot read the alert keeper's open alerts ({error}); hosts that went DOWN before this "
+            log.warn("cannot read the alert keeper's open alerts ({error}); hosts that went DOWN or OFFLINE before this "
                      "orchestrator started are not shown",
                      error=failure.getErrorMessage())
 
