@@ -177,6 +177,29 @@ def test_a_tracker_lost_without_goodbye_is_down_one_that_said_goodbye_is_offline
     assert fake.published_on("nerve.alert.simulator") == []
 
 
+def test_a_silent_host_whose_tracker_session_stays_open_is_down_until_heard(tmp_path):
+    fake, keeper, clock = make_keeper(tmp_path)
+    fake.deliver("nerve.mesh.joined", tracker_event("web-01", 1))
+    fake.deliver("nerve.orchestrator.silence", {"ts": NOW, "silent": ["web-01", "sim-0001"], "heard": []})
+    [down] = fake.published_on("nerve.alert.web-01")
+    assert (down["metric"], down["level"], down["previous"]) == ("host", "DOWN", "UP")
+    assert fake.published_on("nerve.alert.sim-0001") == [], "a simulator's host has no session: it only goes stale"
+    [record] = fake.published_on("nerve.alerts.changed")
+    assert (record["level"], record["status"]) == ("DOWN", "firing")
+    keeper.reconcile_hosts()  # a takeover: the tracker's session is there, but the host is silent, not back
+    assert fake.published_on("nerve.alerts.changed")[-1]["status"] == "firing"
+    fake.deliver("nerve.orchestrator.silence", {"ts": NOW + 40, "silent": [], "heard": ["web-01", "sim-0001"]})
+    assert [event["level"] for event in fake.published_on("nerve.alert.")] == ["DOWN", "UP"]
+    assert fake.published_on("nerve.alerts.changed")[-1]["status"] == "resolved"
+    # A keeper restarted while the host was silent: DOWN with its tracker's session open is DOWN for its silence.
+    fake.deliver("nerve.orchestrator.silence", {"ts": NOW + 50, "silent": ["web-01"], "heard": []})
+    keeper.silent.clear()
+    fake.deliver("nerve.orchestrator.silence", {"ts": NOW + 60, "silent": [], "heard": ["web-01"]})
+    assert [event["level"] for event in fake.published_on("nerve.alert.")] == ["DOWN", "UP", "DOWN", "UP"]
+    with pytest.raises(InvalidArgument, match="the lists silent and heard"):
+        keeper.on_silence({"silent": "web-01"})
+
+
 def test_a_host_with_two_tracker_sessions_is_down_only_when_the_last_one_is_lost(tmp_path):
     fake, keeper, clock = make_keeper(tmp_path)
     fake.deliver("nerve.mesh.joined", tracker_event("web-01", 1))

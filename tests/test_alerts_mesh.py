@@ -1,6 +1,8 @@
 """The alert keeper against a real router: operators ack and silence, anonymous is refused, bad input gets nerve.error
-URIs, a restart keeps acks and silences, a killed tracker's host is DOWN within 2 s and a stopped one is OFFLINE."""
+URIs, a restart keeps acks and silences, a killed tracker's host is DOWN within 2 s, a stopped one is OFFLINE and a hung
+one (its session still open) DOWN once silent for --down-after."""
 
+import signal
 import subprocess
 import sys
 import time
@@ -165,6 +167,47 @@ def test_an_orchestrator_started_after_hosts_left_lists_them_down_and_offline(tm
         yield watcher.leave()
     finally:
         for process in processes:
+            process.stop()
+        router.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hung_tracker_whose_session_stays_open_is_down_after_down_after_and_up_once_it_measures(tmp_path):
+    # SIGSTOP keeps the tracker's connection open (its kernel still answers TCP), as a hung process or a machine that
+    # dies without closing it does: only its silence tells. A router of the test's own, for --down-after.
+    router = RouterProcess(tmp_path / "router").start()
+    processes = [ComponentProcess(router, "alerts", "--data-dir", str(tmp_path / "alerts")),
+                 ComponentProcess(router, "orchestrator", "--down-after", "5")]
+    try:
+        tracker = ComponentProcess(router, "tracker", "--host-id", "hung-host", "--interval", "0.5")
+        processes.append(tracker)
+        watcher = yield join(router.rawsocket_url, "operator", "hung-watch", router.ticket("operator", "hung-watch"))
+        yield active_keeper(watcher)
+        host_events = EventLog()
+        yield watcher.subscribe(host_events, "nerve.alert.hung-host")
+        yield call_until(watcher, "nerve.snapshot", lambda snap: "hung-host" in snap["hosts"],
+                         timeout=FIRST_MEASUREMENT_SECONDS, message="the tracker's first measurement")
+        tracker.process.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        yield wait_until(lambda: any(event.get("level") == "DOWN" for event in host_events.payloads()), timeout=15,
+                         message="the silent host DOWN")
+        took = time.monotonic() - stopped_at
+        assert 4.5 < took < 8, f"DOWN {took:.1f} s after the last measurement, --down-after 5"
+        opened = yield watcher.call("nerve.alerts.open")
+        hung = [(alert["metric"], alert["level"]) for alert in opened["alerts"] if alert["host_id"] == "hung-host"]
+        assert hung == [("host", "DOWN")]
+        yield call_until(watcher, "nerve.snapshot", lambda snap: snap["hosts"]["hung-host"]["level"] == "DOWN",
+                         message="DOWN as the host's level in the snapshot")
+        tracker.process.send_signal(signal.SIGCONT)
+        yield wait_until(lambda: host_events.payloads()[-1].get("level") == "UP", timeout=10,
+                         message="the host UP once it measures again")
+        opened = yield watcher.call("nerve.alerts.open")
+        assert [a for a in opened["alerts"] if a["host_id"] == "hung-host"] == [], "the DOWN alert resolved"
+        yield watcher.leave()
+    finally:
+        for process in processes:
+            if process.process.poll() is None:
+                process.process.send_signal(signal.SIGCONT)
             process.stop()
         router.stop()
 

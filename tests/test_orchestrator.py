@@ -354,6 +354,46 @@ def test_hosts_already_down_or_offline_when_it_joins_come_from_the_keeper(pipeli
     pipeline.load_presence()  # no keeper: nothing is DOWN, nothing logged
 
 
+def test_a_host_silent_for_down_after_is_reported_once_and_again_when_heard(pipeline, fake, clock):
+    feed(pipeline, clock, "quiet-01", 1)
+    feed(pipeline, clock, "busy-01", 1)
+    clock.advance(29)
+    feed(pipeline, clock, "busy-01", 2)
+    pipeline.publish_digest()
+    assert fake.published_on("nerve.orchestrator.silence") == [], "stale after 5 s, silent only after 30 s"
+    clock.advance(2)
+    pipeline.publish_digest()
+    pipeline.publish_digest()
+    [silence] = fake.published_on("nerve.orchestrator.silence")
+    assert (silence["silent"], silence["heard"]) == (["quiet-01"], []), "once, not on every tick"
+    feed(pipeline, clock, "quiet-01", 2)
+    pipeline.publish_digest()
+    assert [(event["silent"], event["heard"]) for event in fake.published_on("nerve.orchestrator.silence")] == [
+        (["quiet-01"], []), ([], ["quiet-01"])]
+    # A standby flags silent hosts without a word; after its takeover it reports only what changes.
+    pipeline.active = False
+    clock.advance(31)
+    pipeline.publish_digest()
+    pipeline.active = True
+    pipeline.publish_digest()
+    assert len(fake.published_on("nerve.orchestrator.silence")) == 2, "the active one had said so already"
+    feed(pipeline, clock, "quiet-01", 3)
+    pipeline.publish_digest()
+    assert fake.published_on("nerve.orchestrator.silence")[-1]["heard"] == ["quiet-01"]
+    # Back from a router restart it heard nothing for a minute: no host is silent before a full down_after more.
+    clock.advance(60)
+    pipeline.restart_silence_clock()
+    clock.advance(29)
+    pipeline.publish_digest()
+    assert len(fake.published_on("nerve.orchestrator.silence")) == 3
+    clock.advance(2)
+    pipeline.publish_digest()
+    # busy-01 went silent while this one was a standby (the active one said so then): only quiet-01 is news.
+    assert fake.published_on("nerve.orchestrator.silence")[-1]["silent"] == ["quiet-01"]
+    with pytest.raises(ConfigError, match="down after must be 5.0"):
+        OrchestratorConfig(mesh=MeshConfig(role="orchestrator"), down_after=2.0)
+
+
 def test_a_standby_neither_calls_nor_publishes_and_drops_work_the_active_one_did(pipeline, fake, clock):
     pipeline.active = False
     for seq in (1, 2, 3):

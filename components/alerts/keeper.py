@@ -32,6 +32,7 @@ ALERT_TOPIC_PREFIX = "nerve.alert."
 ALERTS_CHANGED_TOPIC = "nerve.alerts.changed"
 SILENCES_CHANGED_TOPIC = "nerve.silences.changed"
 MESH_SESSIONS_URI = "nerve.mesh.sessions"
+SILENCE_TOPIC = "nerve.orchestrator.silence"  # the orchestrator's hosts gone silent and heard again
 TRACKER_ROLE = "tracker"
 BOOT_TOLERANCE_SECONDS = 5.0  # a boot time read again may move by a second or two (clock adjustments); a reboot moves it more
 
@@ -75,6 +76,7 @@ class AlertKeeper:
         self.boot_times = {host_id: boot for host_id, (boot, _) in hosts.items() if boot is not None}
         self.presence = {host_id: presence for host_id, (_, presence) in hosts.items() if presence}
         self.trackers = {}  # host id -> ids of its tracker sessions now
+        self.silent = set()  # hosts DOWN because they went silent while their tracker's session stayed open
         self.boot_watches = set()  # hosts whose first measurement after a join is awaited
         self.active = False
         self.stats = Counter()
@@ -132,6 +134,7 @@ class AlertKeeper:
         if host_id is None:
             return
         self.trackers.setdefault(host_id, set()).add(info.get("session"))
+        self.silent.discard(host_id)
         self._set_presence(host_id, "UP")
         self.watch_boot(host_id)
 
@@ -146,7 +149,25 @@ class AlertKeeper:
         if sessions:
             return  # another tracker session of the host is still there
         self.trackers.pop(host_id, None)
+        self.silent.discard(host_id)
         self._set_presence(host_id, "OFFLINE" if info.get("goodbye") is True else "DOWN")
+
+    @on(SILENCE_TOPIC)
+    def on_silence(self, event):
+        """The orchestrator's silent and heard-again hosts: a silent host whose tracker's session is still open is
+        DOWN (a hung tracker, or a machine or network that died without closing its connection), UP once heard."""
+        if not isinstance(event, dict) or not all(isinstance(event.get(key, []), list) for key in ("silent", "heard")):
+            raise InvalidArgument(f"a silence event must carry the lists silent and heard, got {event!r:.120}")
+        for host_id in event.get("silent", []):
+            # A simulator's hosts have no session of their own: they only go stale.
+            if isinstance(host_id, str) and host_id in self.trackers:
+                self.silent.add(host_id)
+                self._set_presence(host_id, "DOWN")
+        for host_id in event.get("heard", []):
+            # DOWN with its tracker's session open: DOWN for its silence (also when this keeper restarted since).
+            if isinstance(host_id, str) and host_id in self.trackers and self.presence.get(host_id) == "DOWN":
+                self.silent.discard(host_id)
+                self._set_presence(host_id, "UP")
 
     @staticmethod
     def _tracker_host(info):
@@ -260,8 +281,9 @@ class AlertKeeper:
         """On taking over: a host alert still open for a host whose tracker is connected again is resolved, and a host
         that left while this keeper was a standby gets its alert."""
         for record in list(self.book.alerts.values()):
-            if record["metric"] == HOST_METRIC and record["host_id"] in self.trackers:
-                self.host_event(record["host_id"], HOST_METRIC, "UP", record["level"])
+            host_id = record["host_id"]
+            if record["metric"] == HOST_METRIC and host_id in self.trackers and host_id not in self.silent:
+                self.host_event(host_id, HOST_METRIC, "UP", record["level"])
         for host_id, presence in list(self.presence.items()):
             if presence == "DOWN" and self.book.open_of(host_id, HOST_METRIC) is None and host_id not in self.trackers:
                 self.host_event(host_id, HOST_METRIC, "DOWN", "UP")

@@ -187,6 +187,9 @@ def analyzer(thresholds, **kwargs):
 @click.option("--samples-every", envvar="NERVE_SAMPLES_EVERY", default=1.0, show_default=True,
               type=click.FloatRange(0, 3600), show_envvar=True,
               help="Seconds between nerve.samples events (every measurement, batched, for recorders); 0: off.")
+@click.option("--down-after", envvar="NERVE_DOWN_AFTER", default=30.0, show_default=True, type=float, show_envvar=True,
+              help="Seconds without a measurement (at least 10 intervals) before a host is reported silent: the alert "
+              "keeper makes it DOWN while its tracker's session is still open.")
 # For benches and mixed-version upgrades (docs/architecture.md): how nerve.analyze calls travel.
 @click.option("--analysis-wire", default="packed", type=click.Choice(["packed", "compact", "full"]), hidden=True)
 def orchestrator(**kwargs):

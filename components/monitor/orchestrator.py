@@ -47,6 +47,10 @@ log = Logger(namespace="nerve.orchestrator")
 ANALYZE_URI = "nerve.analyze"
 LEADER_URI = "nerve.orchestrator.leader"
 ANALYSED_URI = "nerve.orchestrator.analysed"
+# Hosts that fell silent (no measurement for down_after) or were heard again: {ts, silent: [ids], heard: [ids]}. The
+# alert keeper makes a silent host DOWN while its tracker's session is still open (a hung process, a machine or
+# network that died without closing the connection: the router learns of those late or never).
+SILENCE_TOPIC = "nerve.orchestrator.silence"
 ALERTS_OPEN_URI = "nerve.alerts.open"  # the alert keeper's open alerts (components/alerts)
 ANALYSIS_TOPIC_PREFIX = "nerve.analysis."
 ANALYSIS_EVENTS = ("subscribed", "all")
@@ -106,6 +110,7 @@ class OrchestratorConfig:
     max_pending: int = 600
     call_timeout: float = 30.0
     stale_after: float = 5.0
+    down_after: float = 30.0  # seconds without a measurement (at least 10 intervals) before a host is reported silent
     analysis_events: str = "subscribed"
     analysis_wire: str = "packed"
     samples_every: float = 1.0  # seconds between nerve.samples events; 0: none
@@ -120,6 +125,9 @@ class OrchestratorConfig:
         for name in ("tick", "window", "call_timeout", "stale_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.stale_after <= self.down_after <= 86400:
+            raise ConfigError(f"down after must be {self.stale_after} (the stale time) to 86400 seconds, "
+                              f"got {self.down_after}")
         if not 0 <= self.batch_delay <= self.tick:
             raise ConfigError(f"batch delay must be between 0 and the tick ({self.tick} s), got {self.batch_delay}")
         for name in ("batch_size", "max_in_flight", "max_pending"):
@@ -134,7 +142,8 @@ class HostRecord:
 
     __slots__ = ("host_id", "hostname", "run", "last_seq", "last_ts", "interval", "window", "latest_metrics", "pending",
                  "in_flight", "state", "result", "analysis", "level_name", "analysed_seq", "analysed_ts",
-                 "analyzed_at", "analyzer", "alerts", "stale_at", "digest_dirty", "digest_stale", "presence")
+                 "analyzed_at", "analyzer", "alerts", "stale_at", "digest_dirty", "digest_stale", "presence",
+                 "silent_at", "silent")
 
     def __init__(self, host_id, max_window):
         self.host_id = host_id
@@ -160,6 +169,8 @@ class HostRecord:
         self.digest_dirty = True  # seq, level or headline values changed since the last digest
         self.digest_stale = None  # what the last digest said of its staleness
         self.presence = None  # DOWN or OFFLINE while the alert keeper says its tracker is gone (then the digest's level)
+        self.silent_at = math.inf  # when the host is reported silent if nothing more arrives (clock seconds)
+        self.silent = False  # reported silent, not heard since
 
 
 class Orchestrator:
@@ -200,6 +211,7 @@ class Orchestrator:
         self.deadlines_missed = 0  # nerve.analyze calls in a row that ran out of call_deadline()
         self.arrivals = deque(maxlen=LATENCY_SAMPLES)  # seconds from a measurement's ts to its arrival here
         self.samples_received = {}  # host_id -> window rows received since the last nerve.samples
+        self.heard = []  # hosts reported silent that sent a measurement since the last digest tick
         # A standby's last rounds of received samples: the active one may die holding a round it never handed over,
         # so the first nerve.samples after a takeover carries these too (the recorder skips what it already has).
         self.samples_held = deque(maxlen=SAMPLES_HANDOVER_ROUNDS)
@@ -222,6 +234,10 @@ class Orchestrator:
         host.run, host.last_seq, host.interval = run, seq, event["interval"]
         host.hostname = str(event.get("hostname", host.host_id))[:255]
         host.last_ts, host.stale_at = max(host.last_ts, event["ts"]), now + max(self.config.stale_after, 3 * host.interval)
+        host.silent_at = now + self.down_after(host)
+        if host.silent:
+            host.silent = False
+            self.heard.append(host.host_id)
         host.digest_dirty = True
         ts, metrics = event["ts"], event["metrics"]
         host.latest_metrics = metrics
@@ -464,19 +480,47 @@ class Orchestrator:
         One event per tick whatever the number of hosts, each host at most once: a dashboard
         pays O(1) messages per tick; nerve.snapshot gives a late joiner everything.
         """
-        if not self.active:
-            return
         now = self.clock()
+        if not self.active:
+            self._follow_silence(now)
+            return
         if self.due:
             self._schedule_dispatch(0)
-        changed = {}
+        changed, silent = {}, []
         # Every host is looked at each tick, so the check is two attribute reads; entries are built only for changes.
         for host_id, host in self.hosts.items():
             stale = now > host.stale_at
             if host.digest_dirty or stale != host.digest_stale:
                 host.digest_dirty, host.digest_stale = False, stale
                 changed[host_id] = self.digest_entry(host, now)
+            if stale and not host.silent and now > host.silent_at:
+                host.silent = True
+                silent.append(host_id)
         self.mesh.publish("nerve.digest", {"ts": round(now, 3), "lag": self.lag_seconds(), "hosts": changed})
+        if silent or self.heard:
+            self.mesh.publish(SILENCE_TOPIC, {"ts": round(now, 3), "silent": silent, "heard": self.heard})
+            self.heard = []
+
+    # -- silent hosts: nerve.orchestrator.silence ----------------------------------------
+    def down_after(self, host):
+        """Seconds without a measurement after which a host is silent: --down-after, at least 10 of its intervals."""
+        return max(self.config.down_after, 10 * host.interval)
+
+    def _follow_silence(self, now):
+        # A standby flags silent hosts as the active one does, without saying so: after a takeover it reports what
+        # changes (a host heard again), not every silent host a second time.
+        for host in self.hosts.values():
+            if not host.silent and now > host.silent_at:
+                host.silent = True
+        self.heard = []
+
+    @on_join
+    def restart_silence_clock(self):
+        """After every (re)join, every host gets a full down_after again: nothing could be heard while away, and a
+        router restart must not make the whole fleet silent at once."""
+        now = self.clock()
+        for host in self.hosts.values():
+            host.silent_at = max(host.silent_at, now + self.down_after(host))
 
     def lag_seconds(self):
         """How far analysis is behind: the age of the oldest sample still waiting (0 when caught up)."""
