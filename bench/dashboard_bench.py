@@ -11,7 +11,6 @@ analyzers and the alert keeper), with `--pages` dashboards open on the overview,
     beside the share of each second the renderer's main thread ran on a core and waited for one (Linux
     schedstat), which tells a heavy page from a saturated machine;
   * the renderer processes' CPU time per page (what the pages cost whatever else loads the machine);
-  * the CPU time of the Playwright driver, the bench's own instrument (run at nice 10);
   * DOM nodes in the document (elements, text and the rest) and page memory (the renderer's proportional set
     size, and its JS heap);
   * page open (navigation start) → every host drawn, over `--loads` fresh pages;
@@ -44,7 +43,6 @@ from components.testing.raw import router_worker  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PROBE = "bench-probe"
-INSTRUMENT_NICE = 10  # the nice value of the bench's own instrument, the Playwright driver
 VIEWPORT = {"width": 1280, "height": 800}
 
 # Targets of issue 21, per page: (measure key, limit, unit).
@@ -182,12 +180,6 @@ def renderers():
 def renderer_memory_mb():
     """Proportional set size (MB) of each renderer process."""
     return [process.memory_full_info().pss / 2**20 for process in renderers()]
-
-
-def playwright_driver():
-    """The Playwright driver process (node) this benchmark started."""
-    return next(process for process in psutil.Process().children()
-                if any(part.endswith("cli.js") for part in process.cmdline()) and "playwright" in process.exe())
 
 
 def renderer_of(page):
@@ -336,10 +328,6 @@ def run(args, hosts):
         time.sleep(3)  # a few rounds so every host has an analysis
 
         with sync_playwright() as playwright:
-            # The Playwright driver is the bench's instrument (it receives every WebSocket frame the pages get, as
-            # DevTools events), not part of what an operator runs: it yields the CPU to the mesh and the pages.
-            driver = playwright_driver()
-            driver.nice(INSTRUMENT_NICE)
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
             rows = []
 
@@ -430,7 +418,6 @@ def run(args, hosts):
             # 3. main thread, DOM and memory of every page, sampled each second while the fleet runs
             meters = [BusyMeter(page, renderer) for page, renderer in zip(pages, page_renderers)]
             cpu_before, cpu_started = renderer_cpu_seconds(), time.monotonic()
-            driver_before = sum(driver.cpu_times()[:2])
             first.evaluate(f"() => {{ window.__long = ({LONG_TASKS})({args.busy_seconds}); }}")
             last = {}
             for _ in range(args.busy_seconds):
@@ -443,9 +430,6 @@ def run(args, hosts):
             renderer_cpu = (renderer_cpu_seconds() - cpu_before) / (time.monotonic() - cpu_started) / len(pages)
             rows.append(("renderer CPU per page", "user + system", f"{renderer_cpu * 100:.1f} % of a core",
                          "all renderers / pages", ""))
-            driver_cpu = (sum(driver.cpu_times()[:2]) - driver_before) / (time.monotonic() - cpu_started)
-            rows.append(("Playwright driver CPU", "the bench's instrument", f"{driver_cpu * 100:.1f} % of a core",
-                         f"at nice {INSTRUMENT_NICE}", ""))
             in_document = [page.evaluate(COUNT_NODES) for page in pages]
             shares = [share for meter in meters for share in meter.shares]
             worst_page = max(range(len(meters)), key=lambda k: max(meters[k].shares))

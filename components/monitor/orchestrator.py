@@ -493,8 +493,7 @@ class Orchestrator:
             if host.digest_dirty or stale != host.digest_stale:
                 host.digest_dirty, host.digest_stale = False, stale
                 changed[host_id] = self.digest_entry(host, now)
-            if stale and not host.silent and now > host.silent_at:
-                host.silent = True
+            if stale and self._turns_silent(host, now):
                 silent.append(host_id)
         self.mesh.publish("nerve.digest", {"ts": round(now, 3), "lag": self.lag_seconds(), "hosts": changed})
         if silent or self.heard:
@@ -506,12 +505,19 @@ class Orchestrator:
         """Seconds without a measurement after which a host is silent: --down-after, at least 10 of its intervals."""
         return max(self.config.down_after, 10 * host.interval)
 
+    @staticmethod
+    def _turns_silent(host, now):
+        """Flag a host silent when its down_after has passed; whether it just turned so."""
+        if host.silent or now <= host.silent_at:
+            return False
+        host.silent = True
+        return True
+
     def _follow_silence(self, now):
         # A standby flags silent hosts as the active one does, without saying so: after a takeover it reports what
         # changes (a host heard again), not every silent host a second time.
         for host in self.hosts.values():
-            if not host.silent and now > host.silent_at:
-                host.silent = True
+            self._turns_silent(host, now)
         self.heard = []
 
     @on_join
