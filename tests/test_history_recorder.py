@@ -81,9 +81,15 @@ def test_ranges_come_from_the_recorder_and_bad_queries_get_nerve_error_uris(star
 def test_a_restarted_recorder_fills_its_gap_from_the_orchestrator(start, simulator, dashboard, tmp_path):
     first = recorder_in(start, tmp_path)
     began = time.time()
-    yield recorded(dashboard, began - 5)
+    seen = yield recorded(dashboard, began - 5)
     assert first.stop() == 0
     stopped = time.time()
+    store = open_store(tmp_path)
+    try:  # a stop commits what memory held: every sample served before it is on disk
+        kept = store.range(HOST, began - 5, stopped, 0)["ts"]
+    finally:
+        store.close()
+    assert set(seen["ts"]) <= set(kept), (seen["ts"], kept)
     yield sleep(4)  # measurements go on while no recorder runs
     recorder_in(start, tmp_path)
     answer = yield call_until(dashboard, "nerve.history.range", lambda answer: answer["ts"] and answer["ts"][-1] > stopped + 5,

@@ -222,3 +222,29 @@ def test_events_of_a_rejoin_wait_for_its_gap_fill_so_the_seconds_missed_are_reco
     store.commit()
     assert store.range("web-01", 999.0, 1006.0, 0)["ts"] == [1000.0, 1001.0, 1002.0, 1003.0, 1004.0, 1005.0]
     assert recorder.counts["gap_filled"] == 4 and recorder.counts["samples"] == 2  # the held second came in the fill
+
+
+def test_a_stop_commits_the_last_second_and_a_query_during_the_gap_fill_is_told_to_wait(tmp_path):
+    from components.history.recorder import RANGE_URI, SAMPLES_SINCE_URI, SAMPLES_TOPIC, Recorder, RecorderConfig
+    from components.mesh.config import MeshConfig
+    from components.mesh.errors import Unavailable
+    from components.testing import FakeMesh
+
+    clock = Clock(1000.5)
+    config = RecorderConfig(mesh=MeshConfig(role="recorder", authid="recorder-t"), data_dir=str(tmp_path))
+    fake = FakeMesh(config)
+    recorder = Recorder(config, fake.mesh, open_store(str(tmp_path), clock=clock), clock=clock)
+    answer = defer.Deferred()
+    fake.answer(SAMPLES_SINCE_URI, lambda since, after=None: answer)
+    fake.bind(recorder)
+    with pytest.raises(Unavailable, match="filling its gap"):
+        fake.call(RANGE_URI, "web-01", 990.0, 1001.0, 1)
+    answer.callback({"hosts": {"web-01": entry([999.0], cpu=[1.0])}, "next": None})
+    fake.deliver(SAMPLES_TOPIC, {"hosts": {"web-01": entry([1000.0], cpu=[2.0])}})
+    assert fake.call(RANGE_URI, "web-01", 990.0, 1001.0, 1)["ts"] == [999.0, 1000.0]
+    recorder.stop()  # before any commit timer ran
+    store = open_store(str(tmp_path), clock=clock)
+    try:
+        assert store.range("web-01", 990.0, 1001.0, 0)["ts"] == [999.0, 1000.0]
+    finally:
+        store.close()

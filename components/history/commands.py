@@ -31,4 +31,8 @@ def recorder(data_dir, retention, max_disk, **kwargs):
     except StoreError as error:
         raise click.ClickException(str(error)) from error
     mesh = Mesh(config)
-    run_or_exit([Recorder(config, mesh, store)], config, mesh, "recorder")
+    recorder = Recorder(config, mesh, store)
+    try:
+        run_or_exit([recorder], config, mesh, "recorder")
+    finally:
+        recorder.stop()

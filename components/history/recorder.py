@@ -19,7 +19,7 @@ from components.history.store import is_disk_full
 from components.history.tiers import DEFAULT_TIERS
 from components.mesh.config import MeshConfig
 from components.mesh.decorators import every, on, on_join, procedure
-from components.mesh.errors import ConfigError, InvalidArgument, NotFound
+from components.mesh.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from components.monitor.measure import HOST_ID_PATTERN, finite_number
 from components.monitor.samples import SAMPLES_TOPIC
 
@@ -158,6 +158,11 @@ class Recorder:
             log.info("writing again: the store is recording ({error} is over)", error=self.last_error["message"])
             self._set_state("recording")
 
+    def stop(self):
+        """Commit what memory holds and close the store, so a stop (SIGINT, SIGTERM) loses no sample."""
+        self.commit()  # a failure is logged; the next start's gap fill asks the orchestrator for what it missed
+        self.store.close()
+
     def _write_failed(self, error):
         state = "disk full" if is_disk_full(error) else "write error"
         self.counts["write_errors"] += 1
@@ -175,6 +180,9 @@ class Recorder:
         if not isinstance(host_id, str):
             raise InvalidArgument(f"host_id must be a string, got {type(host_id).__name__}")
         if host_id not in self.store.hosts:
+            if self.state == "filling gap":
+                raise Unavailable(f"the recorder is filling its gap from the orchestrator and has no '{host_id:.64}' "
+                                  f"yet; ask again in a moment (nerve.recorder.state says when it records)")
             raise NotFound(f"no host '{host_id:.64}' is recorded; nerve.snapshot lists the hosts reporting now")
         now = self.clock()
         until = now if until is None else until
