@@ -277,8 +277,9 @@ def run(args, hosts):
     total = hosts + 1
     workdir = Path(tempfile.mkdtemp(prefix="nerve-dashboard-bench-"))
     router = RouterProcess(workdir).start()
-    processes = [ComponentProcess(router, "orchestrator", "--tick", str(args.tick))]
-    processes += [ComponentProcess(router, "analyzer", "--authid", f"bench-a{k}") for k in range(args.analyzers)]
+    orchestrator = ComponentProcess(router, "orchestrator", "--tick", str(args.tick))
+    analyzers = [ComponentProcess(router, "analyzer", "--authid", f"bench-a{k}") for k in range(args.analyzers)]
+    processes = [orchestrator, *analyzers]
     if args.alert_keeper:
         # As `nerve up` runs it: the pages' alert feed then carries what a real fleet's does.
         processes.append(ComponentProcess(router, "alerts", "--data-dir", str(workdir / "alerts")))
@@ -400,8 +401,10 @@ def run(args, hosts):
             machine_after, worker_after = psutil.cpu_times(), scheduler_seconds(worker)
             probing_seconds = time.monotonic() - probes_started
             received = (wamp(watcher.call, "nerve.stats")["received"] - received_before) / probing_seconds
+            analyzer_nice = ", ".join(str(psutil.Process(analyzer.process.pid).nice()) for analyzer in analyzers)
             rows.append(("measurements received", "by the orchestrator", f"{received:.0f} /s",
-                         f"{total} hosts at 1 Hz", f"simulator at nice {args.simulator_nice}"))
+                         f"{total} hosts at 1 Hz", f"nice: simulator {args.simulator_nice}, "
+                                                   f"analyzers {analyzer_nice}"))
             # What the tail depends on: how saturated the machine was, and how long the router waited for a core.
             on_cpu, waiting = (100 * (after - before) / probing_seconds for before, after in zip(worker_before, worker_after))
             rows.append(("machine during the probes", "both cores",

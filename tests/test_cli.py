@@ -36,6 +36,7 @@ def test_every_command_has_help(command):
     (["tracker", "--router", "http://x"], "router URL"),
     (["listen", "--on", "Not A Topic"], "topic"),
     (["orchestrator", "--batch-size", "0"], "batch size"),
+    (["analyzer", "--nice", "20"], "--nice"),
     (["frobnicate"], "No such command"),
 ])
 def test_bad_flags_print_usage_and_exit_2(args, fragment):
@@ -78,6 +79,21 @@ def test_example_component_counts_alerts_and_answers_calls(router, start):
     operator = yield join(router.rawsocket_url, "operator", "test-operator", router.ticket("operator", "test-operator"))
     yield call_until(operator, "app.alerts.count", lambda count: count == 2, "cache-3", message="both alerts counted")
     yield operator.leave()
+
+
+def thread_nice_values(pid):
+    """The nice value of every thread of process pid (on Linux each thread has its own)."""
+    return {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest_twisted.inlineCallbacks
+def test_analyzers_and_compute_yield_the_cpu_and_any_component_can_be_told_to(router, start):
+    processes = {"analyzer": start("analyzer"), "compute": start("compute"),
+                 "orchestrator": start("orchestrator"), "alerts": start("alerts", "--nice", "3")}
+    for name, process in processes.items():
+        yield wait_until(lambda: "joined realm" in process.output(), timeout=20, message=f"the {name} joined")
+    assert {name: thread_nice_values(process.process.pid) for name, process in processes.items()} == {
+        "analyzer": {10}, "compute": {10}, "orchestrator": {0}, "alerts": {3}}
 
 
 HOLDING_COMPONENT = """

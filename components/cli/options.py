@@ -1,5 +1,6 @@
 """Options and helpers every `nerve` command shares: where the router is, who we are, how a component runs."""
 
+import os
 import sys
 
 import click
@@ -9,8 +10,14 @@ from components.mesh.config import DEFAULT_ROUTER, LOG_LEVELS, MeshConfig
 from components.mesh.errors import ConfigError, InvalidArgument
 from components.mesh.tuning import parse_tuning
 
+# Roles whose work can wait a moment: on a busy machine they yield the CPU to the router and the live path
+# (trackers, orchestrator, alerts, pages), whose delay every user sees. Idle CPU they still get in full.
+BACKGROUND_ROLES = ("analyzer", "compute")
+BACKGROUND_NICE = 10
+
+
 def mesh_options(role):
-    """Click options shared by every component: where the router is and who we are."""
+    """Click options shared by every component: where the router is, who we are, how it shares the CPU."""
 
     def decorate(command):
         options = [
@@ -27,6 +34,10 @@ def mesh_options(role):
                          type=click.Choice(LOG_LEVELS)),
             click.option("--ca-file", envvar="NERVE_CA_FILE", default=None, show_envvar=True, type=click.Path(dir_okay=False),
                          help="CA certificate to verify a wss:// or rss:// router with (e.g. .crossbar/tls/ca.pem)."),
+            click.option("--nice", envvar="NERVE_NICE", default=BACKGROUND_NICE if role in BACKGROUND_ROLES else 0,
+                         show_default=True, show_envvar=True, type=click.IntRange(0, 19),
+                         help="CPU priority as nice(1) counts it: higher yields to the other processes when the "
+                              "machine is busy (a process started at a higher one keeps it)."),
             # For benches only (docs/deviations.md): switches parts of the library tuning off, e.g. tcp_nodelay=off.
             click.option("--tuning", envvar="NERVE_TUNING", default="", hidden=True),
         ]
@@ -37,14 +48,14 @@ def mesh_options(role):
     return decorate
 
 
-def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, tuning=""):
+def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, nice=0, tuning=""):
     """The MeshConfig from the common options; a bad value is a usage error (exit 2)."""
     try:
         settings = parse_tuning(tuning)
     except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="--tuning / NERVE_TUNING") from error
     return checked(MeshConfig, role=role, router=router, realm=realm, authid=authid, ticket=ticket,
-                   secrets_file=secrets_file, log_level=log_level, ca_file=ca_file, tuning=settings)
+                   secrets_file=secrets_file, log_level=log_level, ca_file=ca_file, nice=nice, tuning=settings)
 
 
 def checked(factory, **values):
@@ -57,7 +68,7 @@ def checked(factory, **values):
 
 def split_mesh(kwargs):
     """Separate the common mesh options from a command's own options."""
-    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level", "ca_file", "tuning")
+    names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level", "ca_file", "nice", "tuning")
     return {name: kwargs.pop(name) for name in names}, kwargs
 
 
@@ -90,7 +101,19 @@ def run_or_exit(targets, config, mesh, name):
 
     time_collections()
     apply_process_tuning(config.mesh.tuning)
+    yield_cpu(config.mesh.nice)
     sys.exit(run(targets, config, mesh=mesh, name=name))
+
+
+def yield_cpu(nice):
+    """Run every thread of this process at `nice` or above (a thread already above it keeps its own)."""
+    tasks = "/proc/self/task"  # on Linux a nice value belongs to a thread: NumPy's and others' too
+    for thread in (int(tid) for tid in os.listdir(tasks)) if os.path.isdir(tasks) else (0,):
+        try:
+            if os.getpriority(os.PRIO_PROCESS, thread) < nice:
+                os.setpriority(os.PRIO_PROCESS, thread, nice)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
 
 
 DEFAULT_DATA_DIR = ".nerve"

@@ -40,6 +40,7 @@ class MeshConfig:
     secrets_file: Optional[Path] = None
     log_level: str = "info"
     ca_file: Optional[Path] = None
+    nice: int = 0
     tuning: Mapping[str, bool] = field(default_factory=lambda: COMPONENT_DEFAULTS)
 
     def __post_init__(self):
@@ -50,6 +51,8 @@ class MeshConfig:
             raise ConfigError(f"realm {self.realm!r} may hold only a-z, 0-9, '_' and '.'")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level {self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+        if type(self.nice) is not int or not 0 <= self.nice <= 19:
+            raise ConfigError(f"nice must be an integer from 0 to 19, got {self.nice!r}")
         if self.role not in credentials.BACKEND_ROLES and self.role != "anonymous":
             raise ConfigError(f"role {self.role!r} must be one of {credentials.BACKEND_ROLES} or anonymous")
         object.__setattr__(self, "tuning", checked_settings(self.tuning, COMPONENT_DEFAULTS, "tuning"))
