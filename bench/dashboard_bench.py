@@ -406,11 +406,13 @@ def run(args, hosts):
                          f"{total} hosts at 1 Hz", f"nice: simulator {args.simulator_nice}, "
                                                    f"analyzers {analyzer_nice}"))
             # What the tail depends on: how saturated the machine was, and how long the router waited for a core.
+            # The router's CPU per measurement is the same work in every run, so it shows how fast the VM ran.
             on_cpu, waiting = (100 * (after - before) / probing_seconds for before, after in zip(worker_before, worker_after))
             rows.append(("machine during the probes", "both cores",
                          f"busy {busy_share(machine_before, machine_after) * 100:.0f} %, "
                          f"stolen {stolen_share(machine_before, machine_after) * 100:.0f} %",
-                         f"router worker on a core {on_cpu:.0f} %, waiting for one {waiting:.0f} %", ""))
+                         f"router worker on a core {on_cpu:.0f} %, waiting for one {waiting:.0f} %",
+                         f"router {on_cpu * 1e4 / received:.0f} µs CPU per measurement"))
             on_python = latencies(published, at_python["digest"])
             for name, values in (("publish → overview updated", on_overview),
                                  ("publish → digest at a Python client", on_python)):
