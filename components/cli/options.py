@@ -12,7 +12,8 @@ from components.mesh.tuning import parse_tuning
 
 # Roles whose work can wait a moment: on a busy machine they yield the CPU to the router and the live path
 # (trackers, orchestrator, alerts, pages), whose delay every user sees. Idle CPU they still get in full.
-BACKGROUND_ROLES = ("analyzer", "compute")
+# A simulator stands for machines of its own, so it yields too.
+BACKGROUND_ROLES = ("analyzer", "compute", "simulator")
 BACKGROUND_NICE = 10
 
 
@@ -34,10 +35,10 @@ def mesh_options(role):
                          type=click.Choice(LOG_LEVELS)),
             click.option("--ca-file", envvar="NERVE_CA_FILE", default=None, show_envvar=True, type=click.Path(dir_okay=False),
                          help="CA certificate to verify a wss:// or rss:// router with (e.g. .crossbar/tls/ca.pem)."),
-            click.option("--nice", envvar="NERVE_NICE", default=BACKGROUND_NICE if role in BACKGROUND_ROLES else 0,
-                         show_default=True, show_envvar=True, type=click.IntRange(0, 19),
+            click.option("--nice", envvar="NERVE_NICE", default=None, show_envvar=True, type=click.IntRange(0, 19),
                          help="CPU priority as nice(1) counts it: higher yields to the other processes when the "
-                              "machine is busy (a process started at a higher one keeps it)."),
+                              "machine is busy (a process started at a higher one keeps it) [default: "
+                              f"{BACKGROUND_NICE} for {', '.join(BACKGROUND_ROLES)}, else 0]."),
             # For benches only (docs/deviations.md): switches parts of the library tuning off, e.g. tcp_nodelay=off.
             click.option("--tuning", envvar="NERVE_TUNING", default="", hidden=True),
         ]
@@ -48,8 +49,10 @@ def mesh_options(role):
     return decorate
 
 
-def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, nice=0, tuning=""):
+def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, nice=None, tuning=""):
     """The MeshConfig from the common options; a bad value is a usage error (exit 2)."""
+    if nice is None:
+        nice = BACKGROUND_NICE if role in BACKGROUND_ROLES else 0
     try:
         settings = parse_tuning(tuning)
     except ConfigError as error:
