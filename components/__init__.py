@@ -1,13 +1,13 @@
 """nerve's public framework: decorate plain functions, run them with `nerve run`, raise these errors.
 
-    from components import on, procedure, every, on_join, Mesh, InvalidArgument
+    from components import on, procedure, every, on_join, on_stop, Mesh, InvalidArgument
 
 Everything else under `components` (the `mesh`, `monitor`, `tsp`, `node` and `cli` packages) is
 importable but internal: it may change without notice. `components.testing.FakeMesh` runs a
 component's functions with plain calls, no router needed.
 """
 
-from components.mesh.decorators import every, on, on_join, procedure
+from components.mesh.decorators import every, on, on_join, on_stop, procedure
 from components.mesh.errors import (
     ConfigError,
     InvalidArgument,
@@ -18,7 +18,7 @@ from components.mesh.errors import (
     Unavailable,
 )
 
-__all__ = ["on", "procedure", "every", "on_join", "Mesh", "NerveError", "ConfigError", "InvalidArgument", "NotFound",
+__all__ = ["on", "procedure", "every", "on_join", "on_stop", "Mesh", "NerveError", "ConfigError", "InvalidArgument", "NotFound",
            "Unavailable", "NotAuthenticated", "NotAuthorized"]
 
 

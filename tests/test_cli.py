@@ -119,6 +119,40 @@ def seen_so_far():
 """
 
 
+STOPPING_COMPONENT = """
+from components import on_stop, procedure
+
+MARK = {mark!r}
+calls = []
+
+
+@procedure("app.stop.count")
+def count():
+    calls.append(1)
+    return len(calls)
+
+
+@on_stop
+def write_down():
+    with open(MARK, "w") as mark:
+        mark.write(f"stopped after {{len(calls)}} calls")
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_on_stop_hook_runs_once_when_the_process_stops_on_sigterm(router, start, tmp_path):
+    mark = tmp_path / "mark"
+    path = tmp_path / "stopping.py"
+    path.write_text(STOPPING_COMPONENT.format(mark=str(mark)))
+    component = start("run", str(path))
+    operator = yield join(router.rawsocket_url, "operator", "stop-test", router.ticket("operator", "stop-test"))
+    yield call_until(operator, "app.stop.count", lambda count: count >= 2, message="the component's procedure")
+    assert not mark.exists()
+    assert component.stop() == 0  # SIGTERM
+    assert mark.read_text() == "stopped after 2 calls"
+    yield operator.leave()
+
+
 @pytest_twisted.inlineCallbacks
 def test_events_wait_for_a_join_hook_that_holds_them_then_come_in_order(router, start, tmp_path):
     # In the role `nerve run` has, which may register app.* procedures too.

@@ -242,7 +242,7 @@ def test_a_stop_commits_the_last_second_and_a_query_during_the_gap_fill_is_told_
     answer.callback({"hosts": {"web-01": entry([999.0], cpu=[1.0])}, "next": None})
     fake.deliver(SAMPLES_TOPIC, {"hosts": {"web-01": entry([1000.0], cpu=[2.0])}})
     assert fake.call(RANGE_URI, "web-01", 990.0, 1001.0, 1)["ts"] == [999.0, 1000.0]
-    recorder.stop()  # before any commit timer ran
+    fake.stop()  # the process stops before any commit timer ran
     store = open_store(str(tmp_path), clock=clock)
     try:
         assert store.range("web-01", 990.0, 1001.0, 0)["ts"] == [999.0, 1000.0]

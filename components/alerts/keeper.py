@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from components.alerts.lifecycle import BOOT_METRIC, HOST_METRIC, MAX_RESOLVED_KEPT, AlertBook
 from components.mesh.config import MeshConfig
-from components.mesh.decorators import every, on, on_join, procedure
+from components.mesh.decorators import every, on, on_join, on_stop, procedure
 from components.mesh.errors import ConfigError, InvalidArgument, Unavailable
 from components.mesh.leadership import routed_to_me
 from components.monitor.measure import HOST_ID_PATTERN, MEASURE_TOPIC_PREFIX, finite_number
@@ -236,6 +236,11 @@ class AlertKeeper:
             for record in list(self.book.alerts.values()):
                 if record["metric"] == BOOT_METRIC and record["opened_at"] + self.config.reboot_hold <= now:
                     self.host_event(record["host_id"], BOOT_METRIC, "UP", "REBOOT")
+        self.store.commit()
+
+    @on_stop
+    def make_durable(self):
+        """Commit the writes since the last tick, so a stop (SIGINT, SIGTERM) loses no alert or presence."""
         self.store.commit()
 
     # -- leadership ------------------------------------------------------------------------------------------------

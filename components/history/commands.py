@@ -31,8 +31,4 @@ def recorder(data_dir, retention, max_disk, **kwargs):
     except StoreError as error:
         raise click.ClickException(str(error)) from error
     mesh = Mesh(config)
-    recorder = Recorder(config, mesh, store)
-    try:
-        run_or_exit([recorder], config, mesh, "recorder")
-    finally:
-        recorder.stop()
+    run_or_exit([Recorder(config, mesh, store)], config, mesh, "recorder")

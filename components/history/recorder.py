@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from components.history.store import is_disk_full
 from components.history.tiers import DEFAULT_TIERS
 from components.mesh.config import MeshConfig
-from components.mesh.decorators import every, on, on_join, procedure
+from components.mesh.decorators import every, on, on_join, on_stop, procedure
 from components.mesh.errors import ConfigError, InvalidArgument, NotFound, Unavailable
 from components.monitor.measure import HOST_ID_PATTERN, finite_number
 from components.monitor.samples import SAMPLES_TOPIC
@@ -158,6 +158,7 @@ class Recorder:
             log.info("writing again: the store is recording ({error} is over)", error=self.last_error["message"])
             self._set_state("recording")
 
+    @on_stop
     def stop(self):
         """Commit what memory holds and close the store, so a stop (SIGINT, SIGTERM) loses no sample."""
         self.commit()  # a failure is logged; the next start's gap fill asks the orchestrator for what it missed

@@ -5,7 +5,7 @@ from autobahn.wamp.types import RegisterOptions, SubscribeOptions
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from components.mesh.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve
+from components.mesh.decorators import Every, OnEvent, OnJoin, OnStop, Procedure, bindings_of, resolve
 from components.mesh.handlers import call_handler, event_handler, invoker
 
 log = Logger(namespace="nerve")
@@ -101,6 +101,15 @@ class Binder:
                 timer = task.LoopingCall(run_tick, invoker(func, self.mesh), func.__name__)
                 timer.start(resolve(binding.seconds, self.mesh.config), now=binding.now)
 
+    def run_stop_hooks(self):
+        """Run every on_stop function once, in name order; one that fails is logged and the others still run."""
+        for func, binding in self.bindings:
+            if isinstance(binding, OnStop):
+                try:
+                    func()
+                except Exception:  # the process is stopping: say what failed, let the next hook make its writes
+                    log.failure("on_stop hook {name} failed", name=func.__name__)
+
     @defer.inlineCallbacks
     def on_join(self, session, details):
         """Subscribe, register and start timers for every binding."""
@@ -134,7 +143,7 @@ class Binder:
             options = RegisterOptions(invoke=binding.invoke, concurrency=concurrency, details_arg="details")
             uri = resolve(binding.uri, config)
             return session.register(call_handler(func, self.mesh, uri), uri, options=options)
-        if isinstance(binding, OnJoin) or (isinstance(binding, Every) and binding.offline):
+        if isinstance(binding, (OnJoin, OnStop)) or (isinstance(binding, Every) and binding.offline):
             return defer.succeed(None)
         if isinstance(binding, Every):
             invoke = invoker(func, self.mesh)

@@ -48,6 +48,11 @@ class OnJoin:
     hold_events: bool = False
 
 
+@dataclass(frozen=True)
+class OnStop:
+    """A hook: call the function once when the process stops, after its session has left."""
+
+
 def _annotate(binding):
     def annotate(func):
         setattr(func, BINDINGS_ATTR, getattr(func, BINDINGS_ATTR, ()) + (binding,))
@@ -90,6 +95,12 @@ def on_join(func=None, *, hold_events=False):
     if func is None:
         return _annotate(OnJoin(hold_events))
     return _annotate(OnJoin())(func)
+
+
+def on_stop(func):
+    """Mark a function to run once when the process stops (SIGINT, SIGTERM or its end), after the session has left:
+    the place to make buffered writes durable, so a stop loses nothing a SIGKILL would."""
+    return _annotate(OnStop())(func)
 
 
 def bindings_of(*targets):

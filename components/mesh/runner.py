@@ -97,6 +97,8 @@ def start_component(reactor, targets, mesh, name, is_fatal=None, leave_on_shutdo
     done = component.start(reactor)
     if leave_on_shutdown:
         reactor.addSystemEventTrigger("before", "shutdown", lambda: leave(component, done))
+    # "during" follows every "before" trigger's Deferred, so the hooks run once the session has left.
+    reactor.addSystemEventTrigger("during", "shutdown", binder.run_stop_hooks)
     binder.start_offline_timers()
     return component, done
 

@@ -22,7 +22,7 @@ from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
 from components.mesh.binder import EventHold, run_tick
-from components.mesh.decorators import Every, OnEvent, OnJoin, Procedure, bindings_of, resolve
+from components.mesh.decorators import Every, OnEvent, OnJoin, OnStop, Procedure, bindings_of, resolve
 from components.mesh.errors import ERROR_URIS, NotFound
 from components.mesh.session import cancel_after
 from components.mesh.handlers import call_handler, event_handler, invoker
@@ -83,6 +83,7 @@ class FakeMesh:
         self._subscriptions = []  # (topic, match, wrapped handler)
         self._procedures = {}  # uri -> wrapped procedure
         self._join_hooks = []
+        self._stop_hooks = []
         self._hold = EventHold()
 
     @classmethod
@@ -112,10 +113,16 @@ class FakeMesh:
                 self._procedures[uri] = call_handler(func, self.mesh, uri)
             elif isinstance(binding, Every) and not binding.offline:
                 self._start_timer(func, binding)
+        self._stop_hooks.extend(func for func, binding in bindings if isinstance(binding, OnStop))
         hooks = [(func, binding) for func, binding in bindings if isinstance(binding, OnJoin)]
         self._join_hooks.extend(hooks)
         self._run_join_hooks(hooks)
         return self
+
+    def stop(self):
+        """Run every bound on_stop function once, as when the process stops."""
+        for func in self._stop_hooks:
+            func()
 
     def rejoin(self):
         """Run every bound on_join hook again, as after a reconnect: events delivered until the hooks that hold
