@@ -200,6 +200,37 @@ def test_a_silent_host_whose_tracker_session_stays_open_is_down_until_heard(tmp_
         keeper.on_silence({"silent": "web-01"})
 
 
+def test_a_keeper_started_while_a_host_is_silent_keeps_it_down_until_heard(tmp_path):
+    fake, keeper, clock = make_keeper(tmp_path)
+    fake.deliver("nerve.mesh.joined", tracker_event("web-01", 1))
+    fake.deliver("nerve.orchestrator.silence", {"ts": NOW, "silent": ["web-01"], "heard": []})
+    keeper.store.commit()
+
+    def restart(config):
+        """A keeper on the same store, joining while web-01 is silent and its tracker's session open."""
+        again = FakeMesh(config)
+        again.answer("nerve.orchestrator.silent", lambda: {"ts": NOW + 10, "silent": ["web-01", "sim-0001"]})
+        again.answer("nerve.mesh.sessions", lambda: {"sessions": [tracker_event("web-01", 1)]})
+        restarted = AlertKeeper(config, again.mesh, clock=lambda: clock[0])
+        again.bind(restarted)
+        assert restarted.loaded, "it has read who is silent and connected, so it may take over"
+        restarted.active = True  # the router routes nerve.alerts.leader to it: a takeover
+        restarted.reconcile_hosts()
+        return again, restarted
+
+    again, restarted = restart(keeper.config)
+    assert restarted.presence["web-01"] == "DOWN" and restarted.silent == {"web-01"}
+    assert again.published_on("nerve.alerts.changed") == [], "the DOWN alert stays open: nothing resolved"
+    assert [alert["host_id"] for alert in again.call("nerve.alerts.open")["alerts"]] == ["web-01"]
+    again.deliver("nerve.orchestrator.silence", {"ts": NOW + 20, "silent": [], "heard": ["web-01"]})
+    assert again.published_on("nerve.alerts.changed")[-1]["status"] == "resolved"
+    # A keeper with an empty store (a new standby) that takes over opens the silent host's alert.
+    fresh_config = KeeperConfig(mesh=MeshConfig(role="alerts", authid="alerts"), data_dir=tmp_path / "new")
+    fresh, _ = restart(fresh_config)
+    [opened] = fresh.published_on("nerve.alerts.changed")
+    assert (opened["host_id"], opened["level"], opened["status"]) == ("web-01", "DOWN", "firing")
+
+
 def test_a_host_with_two_tracker_sessions_is_down_only_when_the_last_one_is_lost(tmp_path):
     fake, keeper, clock = make_keeper(tmp_path)
     fake.deliver("nerve.mesh.joined", tracker_event("web-01", 1))

@@ -198,6 +198,13 @@ def test_a_hung_tracker_whose_session_stays_open_is_down_after_down_after_and_up
         assert hung == [("host", "DOWN")]
         yield call_until(watcher, "nerve.snapshot", lambda snap: snap["hosts"]["hung-host"]["level"] == "DOWN",
                          message="DOWN as the host's level in the snapshot")
+        # A keeper restarted meanwhile finds the tracker's session open, and asks the orchestrator who is silent.
+        assert processes[0].stop() == 0
+        processes.append(ComponentProcess(router, "alerts", "--data-dir", str(tmp_path / "alerts")))
+        yield active_keeper(watcher)  # it took over: an UP of its reconciling would have come before this answer
+        assert [event.get("level") for event in host_events.payloads()] == ["DOWN"], host_events.payloads()
+        opened = yield watcher.call("nerve.alerts.open")
+        assert [(a["host_id"], a["level"]) for a in opened["alerts"]] == [("hung-host", "DOWN")]
         tracker.process.send_signal(signal.SIGCONT)
         yield wait_until(lambda: host_events.payloads()[-1].get("level") == "UP", timeout=10,
                          message="the host UP once it measures again")

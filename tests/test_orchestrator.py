@@ -366,8 +366,10 @@ def test_a_host_silent_for_down_after_is_reported_once_and_again_when_heard(pipe
     pipeline.publish_digest()
     [silence] = fake.published_on("nerve.orchestrator.silence")
     assert (silence["silent"], silence["heard"]) == (["quiet-01"], []), "once, not on every tick"
+    assert pipeline.silent_hosts()["silent"] == ["quiet-01"], "a keeper starting now learns it"
     feed(pipeline, clock, "quiet-01", 2)
     pipeline.publish_digest()
+    assert pipeline.silent_hosts()["silent"] == []
     assert [(event["silent"], event["heard"]) for event in fake.published_on("nerve.orchestrator.silence")] == [
         (["quiet-01"], []), ([], ["quiet-01"])]
     # A standby flags silent hosts without a word; after its takeover it reports only what changes.

@@ -33,6 +33,7 @@ ALERTS_CHANGED_TOPIC = "nerve.alerts.changed"
 SILENCES_CHANGED_TOPIC = "nerve.silences.changed"
 MESH_SESSIONS_URI = "nerve.mesh.sessions"
 SILENCE_TOPIC = "nerve.orchestrator.silence"  # the orchestrator's hosts gone silent and heard again
+SILENT_URI = "nerve.orchestrator.silent"  # the orchestrator's hosts silent now
 TRACKER_ROLE = "tracker"
 BOOT_TOLERANCE_SECONDS = 5.0  # a boot time read again may move by a second or two (clock adjustments); a reboot moves it more
 
@@ -79,6 +80,7 @@ class AlertKeeper:
         self.silent = set()  # hosts DOWN because they went silent while their tracker's session stayed open
         self.boot_watches = set()  # hosts whose first measurement after a join is awaited
         self.active = False
+        self.loaded = False  # silent hosts and tracker sessions read since the last join: it may take over
         self.stats = Counter()
 
     # -- publishing ----------------------------------------------------------------------------------------------
@@ -250,16 +252,37 @@ class AlertKeeper:
         return self.mesh.session.session_id
 
     @on_join
+    @defer.inlineCallbacks
     def rejoined(self):
-        """After every (re)join: standby until the router says otherwise; learn which trackers are connected."""
-        self.active = False
+        """After every (re)join: standby until the router says otherwise; learn which hosts are silent and which
+        trackers are connected, then which keeper is active."""
+        self.active = self.loaded = False
         self.boot_watches.clear()  # the subscriptions of the last session are gone with it
-        self.load_trackers()
-        return self.check_leadership()
+        try:
+            yield self.load_silent()
+            yield self.load_trackers()
+        finally:
+            self.loaded = True
+        yield self.check_leadership()
+
+    @defer.inlineCallbacks
+    def load_silent(self):
+        """Ask the orchestrator which hosts are silent now, so a keeper (re)started meanwhile keeps them DOWN."""
+        try:
+            answer = yield self.mesh.call(SILENT_URI, timeout=5)
+        except (ApplicationError, defer.CancelledError) as error:
+            # No orchestrator yet (it reports silence from its start on), or one from before the procedure.
+            log.info("cannot ask the orchestrator for its silent hosts ({error}); silence follows its events only",
+                     error=error)
+            return
+        silent = answer.get("silent") if isinstance(answer, dict) else None
+        if isinstance(silent, list):
+            self.silent |= {host_id for host_id in silent if isinstance(host_id, str)}
 
     @defer.inlineCallbacks
     def load_trackers(self):
-        """Read the tracker sessions there are now (a keeper starting after them has not seen them join)."""
+        """Read the tracker sessions there are now (a keeper starting after them has not seen them join); a silent
+        host whose tracker's session is open stays DOWN."""
         try:
             listing = yield self.mesh.call(MESH_SESSIONS_URI, timeout=5)
         except (ApplicationError, defer.CancelledError) as error:
@@ -267,12 +290,21 @@ class AlertKeeper:
             return
         self.trackers = {}
         for info in listing.get("sessions", []):
-            self.on_session_joined(info)
+            host_id = self._tracker_host(info)
+            if host_id in self.silent:
+                self.trackers.setdefault(host_id, set()).add(info.get("session"))
+                self._set_presence(host_id, "DOWN")
+            else:
+                self.on_session_joined(info)
+        self.silent &= set(self.trackers)  # a silent host whose tracker left is DOWN or OFFLINE for that instead
 
     @every(0.5, now=False)
     @defer.inlineCallbacks
     def check_leadership(self):
-        """Ask the router which keeper is first; become active or standby accordingly."""
+        """Ask the router which keeper is first; become active or standby accordingly (once the join's reads are in:
+        taking over reconciles alerts with them)."""
+        if not self.loaded:
+            return
         active = yield routed_to_me(self.mesh, KEEPER_LEADER_URI)
         if active is None or active == self.active:
             return
@@ -283,14 +315,15 @@ class AlertKeeper:
             self.reconcile_hosts()
 
     def reconcile_hosts(self):
-        """On taking over: a host alert still open for a host whose tracker is connected again is resolved, and a host
-        that left while this keeper was a standby gets its alert."""
+        """On taking over: a host alert still open for a host whose tracker is connected again (and not silent) is
+        resolved, and a host that left or fell silent while this keeper was a standby gets its alert."""
         for record in list(self.book.alerts.values()):
             host_id = record["host_id"]
             if record["metric"] == HOST_METRIC and host_id in self.trackers and host_id not in self.silent:
                 self.host_event(host_id, HOST_METRIC, "UP", record["level"])
         for host_id, presence in list(self.presence.items()):
-            if presence == "DOWN" and self.book.open_of(host_id, HOST_METRIC) is None and host_id not in self.trackers:
+            if (presence == "DOWN" and self.book.open_of(host_id, HOST_METRIC) is None
+                    and (host_id not in self.trackers or host_id in self.silent)):
                 self.host_event(host_id, HOST_METRIC, "DOWN", "UP")
 
     def _require_active(self):

@@ -51,6 +51,7 @@ ANALYSED_URI = "nerve.orchestrator.analysed"
 # alert keeper makes a silent host DOWN while its tracker's session is still open (a hung process, a machine or
 # network that died without closing the connection: the router learns of those late or never).
 SILENCE_TOPIC = "nerve.orchestrator.silence"
+SILENT_URI = "nerve.orchestrator.silent"  # the hosts silent now, for a keeper that (re)starts meanwhile
 ALERTS_OPEN_URI = "nerve.alerts.open"  # the alert keeper's open alerts (components/alerts)
 ANALYSIS_TOPIC_PREFIX = "nerve.analysis."
 ANALYSIS_EVENTS = ("subscribed", "all")
@@ -519,6 +520,12 @@ class Orchestrator:
         for host in self.hosts.values():
             self._turns_silent(host, now)
         self.heard = []
+
+    @procedure(SILENT_URI, invoke="first")
+    def silent_hosts(self):
+        """The hosts silent now (reported on nerve.orchestrator.silence, not heard since): {ts, silent: [ids]}."""
+        silent = sorted(host.host_id for host in self.hosts.values() if host.silent)
+        return {"ts": round(self.clock(), 3), "silent": silent}
 
     @on_join
     def restart_silence_clock(self):
