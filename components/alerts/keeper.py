@@ -270,10 +270,14 @@ class AlertKeeper:
         """Ask the orchestrator which hosts are silent now, so a keeper (re)started meanwhile keeps them DOWN."""
         try:
             answer = yield self.mesh.call(SILENT_URI, timeout=5)
-        except (ApplicationError, defer.CancelledError) as error:
-            # No orchestrator yet (it reports silence from its start on), or one from before the procedure.
-            log.info("cannot ask the orchestrator for its silent hosts ({error}); silence follows its events only",
-                     error=error)
+        except ApplicationError as error:
+            # No orchestrator yet: one that starts later reports silence from then on, so nothing is lost.
+            if error.error != ApplicationError.NO_SUCH_PROCEDURE:
+                log.warn("cannot ask the orchestrator for its silent hosts ({error}); silence follows its events only",
+                         error=error.error_message())
+            return
+        except defer.CancelledError:
+            log.warn("the orchestrator did not say within 5 s which hosts are silent; silence follows its events only")
             return
         silent = answer.get("silent") if isinstance(answer, dict) else None
         if isinstance(silent, list):
