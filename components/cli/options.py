@@ -10,10 +10,10 @@ from components.mesh.config import DEFAULT_ROUTER, LOG_LEVELS, MeshConfig
 from components.mesh.errors import ConfigError, InvalidArgument
 from components.mesh.tuning import parse_tuning
 
-# Roles whose work can wait a moment: on a busy machine they yield the CPU to the router and the live path
-# (trackers, orchestrator, alerts, pages), whose delay every user sees. Idle CPU they still get in full.
-# A simulator stands for machines of its own, so it yields too.
-BACKGROUND_ROLES = ("analyzer", "compute", "simulator")
+# Roles that yield the CPU on a busy machine to the monitoring path (router, trackers, orchestrator, analyzers,
+# alerts, pages): TSP compute is batch work, and a simulator stands for machines of its own. Analyzers stay at 0:
+# the levels and alerts wait for them. Idle CPU the background roles still get in full.
+BACKGROUND_ROLES = ("compute", "simulator")
 BACKGROUND_NICE = 10
 
 
