@@ -238,8 +238,8 @@ def main():
     parser.add_argument("--tick", type=float, default=0.25, help="orchestrator digest tick in s (default 0.25, its default)")
     parser.add_argument("--analyzers", type=int, default=2, help="analyzer processes (default 2)")
     parser.add_argument("--simulator-nice", type=int, default=10, choices=range(0, 20), metavar="0-19",
-                        help="the simulator's nice value (default 10, its own default: it stands for the fleet's own "
-                             "machines, so it yields the CPU to the mesh and the pages; 0 competes with them)")
+                        help="the simulator's nice value (default 10: it stands for the fleet's own machines, so it "
+                             "yields the CPU to the mesh and the pages; 0 competes with them)")
     parser.add_argument("--alert-keeper", action=argparse.BooleanOptionalAction, default=True,
                         help="run the alert keeper, as `nerve up` does (default on; off measures the page without "
                              "its alert records)")

@@ -11,9 +11,9 @@ from components.mesh.errors import ConfigError, InvalidArgument
 from components.mesh.tuning import parse_tuning
 
 # Roles that yield the CPU on a busy machine to the monitoring path (router, trackers, orchestrator, analyzers,
-# alerts, pages): TSP compute is batch work, and a simulator stands for machines of its own. Analyzers stay at 0:
-# the levels and alerts wait for them. Idle CPU the background roles still get in full.
-BACKGROUND_ROLES = ("compute", "simulator")
+# alerts, pages): TSP compute is batch work. Analyzers stay at 0, since levels and alerts wait for them, and so do
+# simulators, whose delays would count in every latency the mesh reports. Idle CPU compute still gets in full.
+BACKGROUND_ROLES = ("compute",)
 BACKGROUND_NICE = 10
 
 
