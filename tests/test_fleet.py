@@ -264,9 +264,11 @@ TIME_FRAMES = """(ms) => new Promise((resolve) => {
 })"""
 
 
-def frames_between_digests(times, gap_ms=400):
+def frames_between_digests(times, gap_ms=400, settle_ms=1000):
     """When the frames came that drew no new digest although one had come less than `gap_ms` before: what a change between two
-    digests should have left to the next digest's frame. (Without a digest for that long, it may draw on its own.)"""
+    digests should have left to the next digest's frame. (Without a digest for that long, it may draw on its own.) The
+    page's first `settle_ms` (times are performance.now(), from its opening) are not judged: a page just opened on a busy
+    machine may still catch up with frames in a row."""
     events = sorted([(at, "digest") for at in times["digests"]] + [(at, "frame") for at in times["frames"]])
     extra, waiting, last_digest = [], False, float("-inf")
     for at, kind in events:
@@ -274,7 +276,7 @@ def frames_between_digests(times, gap_ms=400):
             waiting, last_digest = True, at
         elif waiting:
             waiting = False  # the frame that drew the digest
-        elif at - last_digest < gap_ms:
+        elif at - last_digest < gap_ms and at >= settle_ms:
             extra.append(f"{at:.0f} ms, {at - last_digest:.0f} ms after a digest")
     return extra
 
