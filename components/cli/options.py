@@ -35,10 +35,10 @@ def mesh_options(role):
                          type=click.Choice(LOG_LEVELS)),
             click.option("--ca-file", envvar="NERVE_CA_FILE", default=None, show_envvar=True, type=click.Path(dir_okay=False),
                          help="CA certificate to verify a wss:// or rss:// router with (e.g. .crossbar/tls/ca.pem)."),
-            click.option("--nice", envvar="NERVE_NICE", default=None, show_envvar=True, type=click.IntRange(0, 19),
+            click.option("--nice", envvar="NERVE_NICE", default=BACKGROUND_NICE if role in BACKGROUND_ROLES else 0,
+                         show_default=True, show_envvar=True, type=click.IntRange(0, 19),
                          help="CPU priority as nice(1) counts it: higher yields to the other processes when the "
-                              "machine is busy (a process started at a higher one keeps it) [default: "
-                              f"{BACKGROUND_NICE} for {', '.join(BACKGROUND_ROLES)}, else 0]."),
+                              "machine is busy (a process started at a higher one keeps it)."),
             # For benches only (docs/deviations.md): switches parts of the library tuning off, e.g. tcp_nodelay=off.
             click.option("--tuning", envvar="NERVE_TUNING", default="", hidden=True),
         ]
@@ -49,10 +49,8 @@ def mesh_options(role):
     return decorate
 
 
-def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, nice=None, tuning=""):
+def build_mesh_config(role, router, realm, authid, ticket, secrets_file, log_level, ca_file, nice=0, tuning=""):
     """The MeshConfig from the common options; a bad value is a usage error (exit 2)."""
-    if nice is None:
-        nice = BACKGROUND_NICE if role in BACKGROUND_ROLES else 0
     try:
         settings = parse_tuning(tuning)
     except ConfigError as error:

@@ -139,14 +139,15 @@ class Recorder:
 
     # -- writing ------------------------------------------------------------------------
     @every(lambda config: config.commit_every, offline=True)
-    def commit(self):
-        """Commit the last second (and closed blocks); roll up and apply retention every MAINTENANCE_EVERY seconds."""
+    def commit(self, maintain=True):
+        """Commit the last second (and closed blocks); with maintain, roll up and apply retention every
+        MAINTENANCE_EVERY seconds."""
         store = self.store
         try:
             store.close_idle()
             store.commit()
             now = self.clock()
-            if now >= self.next_maintenance:
+            if maintain and now >= self.next_maintenance:
                 self.next_maintenance = now + MAINTENANCE_EVERY
                 store.roll_up()
                 store.commit()
@@ -161,7 +162,9 @@ class Recorder:
     @on_stop
     def stop(self):
         """Commit what memory holds and close the store, so a stop (SIGINT, SIGTERM) loses no sample."""
-        self.commit()  # a failure is logged; the next start's gap fill asks the orchestrator for what it missed
+        # Maintenance can wait for the next start; a failure is logged, and that start's gap fill asks the
+        # orchestrator for what it missed.
+        self.commit(maintain=False)
         self.store.close()
 
     def _write_failed(self, error):
