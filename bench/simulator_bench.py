@@ -5,7 +5,7 @@
 Why: in pipeline_bench one simulator stands in for thousands of machines on the machine that also
 runs the router, so its CPU is taken from the pipeline; what a real tracker costs its own machine
 is tracker_bench's figure. Method: a real router on a free port and a subscriber to
-nerve.measure.* in this process (so the simulator publishes, acknowledged, as in the pipeline);
+nerve.measure.* in this process (so the simulator publishes as in the pipeline);
 then `nerve tracker --hosts H --interval 1` from each source tree (REV in a temporary git
 worktree, then this checkout), alternating for --rounds rounds, each measured for --seconds after
 a 5 s warm-up: the simulator process's CPU (% of one core and µs per simulated host) and the

@@ -4,6 +4,8 @@ import math
 import time
 
 import pytest
+from autobahn.wamp.exception import ApplicationError
+from twisted.internet import defer
 
 from components.mesh.errors import InvalidArgument
 from components.monitor.measure import MEASURE_SCHEMA, family_of, validate_measure
@@ -102,3 +104,75 @@ def test_simulated_hosts_spread_over_the_interval_each_once_per_round():
     aligned = TrackerConfig(mesh=MeshConfig(role="simulator"), hosts=50, aligned=True)
     assert aligned.slots == 1 and len(Tracker(aligned, mesh=None).measurements(1000.0)) == 50
     assert TrackerConfig(mesh=MeshConfig(role="tracker")).slots == 1
+
+
+class AcknowledgingMesh:
+    """A mesh that records publishes and holds each requested acknowledgement until the test fires it."""
+
+    connected = True
+
+    def __init__(self):
+        self.published = []  # (event, Deferred or None)
+
+    def publish(self, topic, event, acknowledge=False, retain=False):
+        """Record the event; a Deferred the test fires when acknowledge=True."""
+        assert topic == f"nerve.measure.{event['host_id']}"
+        self.published.append((event, defer.Deferred() if acknowledge else None))
+        return self.published[-1][1]
+
+    def call(self, uri, *args):
+        """Whatever the tracker asks (a measurement subscription and its subscribers): one."""
+        return defer.succeed(1)
+
+    def asked(self):
+        """Indexes of the publishes that asked for an acknowledgement."""
+        return [index for index, (_, acknowledgement) in enumerate(self.published) if acknowledgement]
+
+
+def listening_tracker(**settings):
+    from components.mesh.config import MeshConfig
+    from components.monitor.tracker import Tracker, TrackerConfig
+
+    mesh = AcknowledgingMesh()
+    tracker = Tracker(TrackerConfig(mesh=MeshConfig(role="simulator"), **settings), mesh)
+    tracker.listened = True
+    return tracker, mesh
+
+
+def test_one_acknowledgement_confirms_every_publish_before_it():
+    tracker, mesh = listening_tracker(hosts=500, aligned=True)
+    tracker.measure_round()
+    assert len(mesh.published) == 500 and mesh.asked() == [0, 200, 400]  # 3 PUBLISHED from the router, not 500
+    mesh.published[200][1].callback(None)
+    assert tracker.stats["published"] == 201 and len(tracker.unacked) == 299
+    assert next(iter(tracker.unacked)) == (mesh.published[201][0]["host_id"], 1)
+    mesh.published[0][1].callback(None)  # a confirmation already covered changes nothing
+    assert tracker.stats["published"] == 201 and len(tracker.unacked) == 299
+
+
+def test_a_tracker_of_one_host_asks_for_an_acknowledgement_every_5_seconds_of_measurements():
+    tracker, mesh = listening_tracker(host_id="web-01")
+    for second in range(12):
+        tracker.buffer.extend(tracker.measurements(NOW + second))
+        tracker.flush()
+    assert [mesh.published[index][0]["ts"] - NOW for index in mesh.asked()] == [0, 5, 10]
+
+
+def test_a_refused_window_is_counted_and_not_retried():
+    tracker, mesh = listening_tracker(hosts=500, aligned=True)
+    tracker.measure_round()
+    mesh.published[200][1].errback(ApplicationError("wamp.error.not_authorized", "no"))
+    assert tracker.stats["refused"] == 201 and tracker.stats["published"] == 0 and len(tracker.unacked) == 299
+    assert not tracker.buffer
+
+
+def test_a_rejoin_replays_every_unconfirmed_publish_in_order():
+    tracker, mesh = listening_tracker(hosts=500, aligned=True)
+    tracker.measure_round()
+    mesh.published[200][1].callback(None)
+    mesh.published[400][1].errback(ApplicationError("wamp.close.transport_lost", "gone"))  # the router went away
+    sent = len(mesh.published)
+    tracker.replay_when_heard()
+    replayed = [event for event, _ in mesh.published[sent:]]
+    assert replayed == [event for event, _ in mesh.published[201:500]]
+    assert mesh.asked()[-2:] == [sent, sent + 200]  # a new session's first publish asks at once

@@ -5,7 +5,7 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import Optional
 
@@ -21,6 +21,10 @@ from components.monitor.measure import HOST_ID_PATTERN, MAX_INTERVAL, MEASURE_TO
 
 log = Logger(namespace="nerve.tracker")
 MAX_UNACKED = 2000
+# One publish in a window asks the router to acknowledge it; that acknowledgement confirms the whole window
+# (a session's messages are handled in order), so the router sends one PUBLISHED per window, not per measurement.
+ACK_EVERY = 200  # publishes
+ACK_SECONDS = 5.0  # of measurement time: a tracker of one host at 1 Hz asks every 5th publish
 SPREAD_SLOTS = 20  # simulated hosts measure in this many groups per interval, as independent machines would
 REFUSALS = ("wamp.error.not_authorized", "wamp.error.invalid_uri", "wamp.error.invalid_argument")
 
@@ -151,11 +155,13 @@ class SimulatedHosts:
 
 
 class Tracker:
-    """Publishes one measurement per host per interval, acknowledged, with a per-run sequence number.
+    """Publishes one measurement per host per interval, with a per-run sequence number.
 
     Measurements wait in a bounded buffer (oldest dropped first, counted) while the router
     is away or nobody subscribes to measurements yet, and are replayed in order, with their
-    original seq and ts, once an orchestrator listens again.
+    original seq and ts, once an orchestrator listens again. A published measurement is kept
+    until the router confirms it: every ACK_EVERY publishes or ACK_SECONDS of measurement time
+    one publish asks for an acknowledgement, which confirms it and every publish before it.
     """
 
     def __init__(self, config, mesh):
@@ -177,7 +183,9 @@ class Tracker:
             self.fields = {"boot_time": float(psutil.boot_time())}  # a change from one run to the next is a reboot
         self.capacity = max(1, math.ceil(config.buffer_seconds / config.interval)) * len(self.host_ids)
         self.buffer = deque()
-        self.unacked = {}
+        self.unacked = OrderedDict()  # (host_id, seq) -> event, published and not yet confirmed, oldest first
+        self.window = 0  # publishes since the last one that asked for an acknowledgement
+        self.window_ts = -math.inf  # measurement ts of that publish
         self.listened = False
         self.stats = Counter()
 
@@ -208,37 +216,53 @@ class Tracker:
             self.stats["buffer_dropped"] += overflow
 
     def flush(self):
-        """Publish buffered measurements in order, keeping each until the router acknowledges it."""
+        """Publish buffered measurements in order, keeping each until the router confirms it."""
         while self.buffer and self.listened and self.mesh.connected and len(self.unacked) < MAX_UNACKED:
             event = self.buffer.popleft()
             key = (event["host_id"], event["seq"])
             self.unacked[key] = event
-            sent = self.mesh.publish(measure_topic(event["host_id"]), event, acknowledge=True)
-            sent.addCallbacks(self._acknowledged, self._not_acknowledged, callbackArgs=(key,), errbackArgs=(key,))
+            self.window += 1
+            ask = self.window >= ACK_EVERY or event["ts"] - self.window_ts >= ACK_SECONDS
+            sent = self.mesh.publish(measure_topic(event["host_id"]), event, acknowledge=ask)
+            if ask:
+                self.window, self.window_ts = 0, event["ts"]
+                sent.addCallbacks(self._acknowledged, self._not_acknowledged, callbackArgs=(key,), errbackArgs=(key,))
+
+    def _confirm(self, key):
+        """Forget the unconfirmed publishes up to and including `key`; how many."""
+        if key not in self.unacked:  # requeued by a rejoin meanwhile
+            return 0
+        count = 0
+        while True:
+            first, _ = self.unacked.popitem(last=False)
+            count += 1
+            if first == key:
+                return count
 
     def _acknowledged(self, _, key):
-        self.unacked.pop(key, None)
-        self.stats["published"] += 1
+        self.stats["published"] += self._confirm(key)
         if self.buffer and len(self.unacked) < MAX_UNACKED // 2:
             self.flush()
 
     def _not_acknowledged(self, failure, key):
         error = failure.value
         if isinstance(error, ApplicationError) and error.error in REFUSALS:
-            # The router will never take it: retrying would loop forever.
-            self.unacked.pop(key, None)
-            self.stats["refused"] += 1
-            if self.stats["refused"] in (1, 100, 10000):
-                log.error("router refused a measurement ({n} so far): {error}", n=self.stats["refused"], error=error)
-        # Otherwise the connection went away; the next join puts the event back in the buffer.
+            # The router will never take them (a tracker's publishes share one permission and one schema):
+            # retrying would loop forever.
+            before = self.stats["refused"]
+            self.stats["refused"] += self._confirm(key)
+            if any(before < mark <= self.stats["refused"] for mark in (1, 100, 10000)):
+                log.error("router refused measurements ({n} so far): {error}", n=self.stats["refused"], error=error)
+        # Otherwise the connection went away; the next join puts the unconfirmed events back in the buffer.
 
     @on_join
     @defer.inlineCallbacks
     def replay_when_heard(self):
-        """After each join: requeue what was never acknowledged, wait for a measurement subscriber, then flush."""
+        """After each join: requeue what was never confirmed, wait for a measurement subscriber, then flush."""
         if self.unacked:
             self.buffer.extendleft(reversed(list(self.unacked.values())))
             self.unacked.clear()
+        self.window, self.window_ts = 0, -math.inf
         self.listened = False
         waited = 0
         while self.mesh.connected and not self.listened:
