@@ -38,6 +38,7 @@ from twisted.internet import reactor, threads  # noqa: E402
 
 from bench.common import (CHROMIUM_FLAGS, busy_share, machine_line, percentile, scheduler_seconds,  # noqa: E402
                           stolen_share)
+from components.monitor.orchestrator import digest_entries  # noqa: E402
 from components.testing.live import ComponentProcess, RouterProcess, join, measurement, publish_acknowledged  # noqa: E402
 from components.testing.raw import router_worker  # noqa: E402
 
@@ -367,7 +368,7 @@ def run(args, hosts):
             at_python = {"digest": [], "analysis": []}
 
             def on_digest(digest):
-                entry = digest.get("hosts", {}).get(PROBE)
+                entry = digest_entries(digest).get(PROBE)
                 if entry and entry.get("cpu") is not None:
                     at_python["digest"].append((time.time() * 1000, f"{entry['cpu']:.1f}%"))
 

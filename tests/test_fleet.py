@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, task, threads
 
+from components.monitor.orchestrator import digest_entries
 from components.testing.live import ComponentProcess, RouterProcess, call_until, join, measurement, publish_acknowledged, sleep
 from tests import test_dashboard
 
@@ -229,7 +230,7 @@ def digest_levels(router, name):
     levels = {}
 
     def on_digest(digest):
-        for host_id, entry in digest["hosts"].items():
+        for host_id, entry in digest_entries(digest).items():
             levels[host_id] = entry.get("level") or "none"
 
     yield session.subscribe(on_digest, "nerve.digest")

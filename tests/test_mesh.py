@@ -9,6 +9,7 @@ from autobahn.wamp.types import RegisterOptions, SubscribeOptions
 from twisted.internet import defer
 
 from components.monitor.analysis import analyze_batch, pack_batch, unpack_batch
+from components.monitor.orchestrator import digest_entries
 from components.testing.live import (EventLog, call_until, join, measurement, publish_acknowledged, sleep, wait_for_callees,
                                      wait_until)
 
@@ -39,7 +40,7 @@ def test_tracker_measurement_becomes_analysis_and_digest_entry_within_3_s(router
     started = time.monotonic()
     tracker = start("tracker", "--host-id", "e2e-host", "--authid", "e2e-host", "--interval", "0.5")
     first = yield wait_until(lambda: analysis.payloads("nerve.analysis.e2e-host"), timeout=15, message="analysis of e2e-host")
-    in_digest = yield wait_until(lambda: [d for d in digests.payloads() if d["hosts"].get("e2e-host", {}).get("level")],
+    in_digest = yield wait_until(lambda: [d for d in digests.payloads() if digest_entries(d).get("e2e-host", {}).get("level")],
                                  timeout=5, message="digest entry with a level")
     # The tracker's own start-up (imports, join) is part of the 3 s budget only after it published once.
     assert time.monotonic() - started < 3 + 5, tracker.output()
@@ -47,7 +48,7 @@ def test_tracker_measurement_becomes_analysis_and_digest_entry_within_3_s(router
     assert result["level"] in ("LOW", "MEDIUM", "HIGH")
     assert {"cpu", "mem", "load1"} <= set(result["metrics"])
     assert set(result["metrics"]["cpu"]) >= {"value", "level", "mean", "p95", "trend", "anomaly"}
-    entry = in_digest[-1]["hosts"]["e2e-host"]
+    entry = digest_entries(in_digest[-1])["e2e-host"]
     assert entry["stale"] is False and 0 <= entry["cpu"] <= 100
     # Latency from the measurement's timestamp to the analysis event's arrival here.
     assert result["analyzed_at"] - result["ts"] < 3

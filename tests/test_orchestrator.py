@@ -17,7 +17,7 @@ from components.mesh.config import MeshConfig
 from components.monitor.interest import TopicInterest, wildcard_matches
 from components.mesh.errors import ConfigError, InvalidArgument, NotFound
 from components.monitor.orchestrator import (DIGEST_FIELDS, MAX_CALL_BYTES, PACKED_REFUSED_SECONDS, Orchestrator,
-                                             OrchestratorConfig)
+                                             OrchestratorConfig, digest_entries)
 from components.testing import FakeMesh
 from components.testing.live import measurement
 from components.monitor.window import as_sample
@@ -129,14 +129,15 @@ def test_due_hosts_are_batched_and_results_published(pipeline, fake, clock):
     assert [(a["host_id"], a["previous"], a["level"]) for a in fake.published_on("nerve.alert.")][0] == ("a", "LOW", "HIGH")
     pipeline.publish_digest()
     digest = fake.published_on("nerve.digest")[-1]
-    assert digest["hosts"]["a"]["level"] == "HIGH" and digest["hosts"]["a"]["cpu"] == 90.0
+    assert digest["fields"] == DIGEST_FIELDS and len(digest["hosts"]["a"]) == len(DIGEST_FIELDS)  # a row per host
+    assert digest_entries(digest)["a"]["level"] == "HIGH" and digest_entries(digest)["a"]["cpu"] == 90.0
 
 
 def test_the_digest_carries_a_host_when_its_sample_or_level_changes_not_when_an_analysis_repeats(pipeline, fake, clock):
     def digest_after(step):
         step()
         pipeline.publish_digest()
-        return sorted(fake.published_on("nerve.digest")[-1]["hosts"])
+        return sorted(digest_entries(fake.published_on("nerve.digest")[-1]))
 
     def answer(level):
         answer_all(fake, lambda hosts: analysed(hosts, level))
@@ -148,7 +149,7 @@ def test_the_digest_carries_a_host_when_its_sample_or_level_changes_not_when_an_
     assert digest_after(lambda: answer("LOW")) == [], "the same level again is not news"
     assert digest_after(lambda: (feed(pipeline, clock, "a", 3), clock.advance(0.1))) == ["a"]
     assert digest_after(lambda: answer("HIGH")) == ["a"]
-    assert fake.published_on("nerve.digest")[-1]["hosts"]["a"]["level"] == "HIGH"
+    assert digest_entries(fake.published_on("nerve.digest")[-1])["a"]["level"] == "HIGH"
 
 
 def sizes_of_calls(fake, since=0):
@@ -507,20 +508,20 @@ def test_the_digest_carries_only_what_changed_and_is_sent_every_tick(pipeline, f
     for host_id in ("a", "b"):
         feed(pipeline, clock, host_id, 1)
     pipeline.publish_digest()
-    assert sorted(fake.published_on("nerve.digest")[-1]["hosts"]) == ["a", "b"]
+    assert sorted(digest_entries(fake.published_on("nerve.digest")[-1])) == ["a", "b"]
     pipeline.publish_digest()
-    assert fake.published_on("nerve.digest")[-1]["hosts"] == {}  # nothing new: an empty keep-alive, not everything again
+    assert digest_entries(fake.published_on("nerve.digest")[-1]) == {}  # nothing new: an empty keep-alive, not everything again
     clock.advance(0.5)
     feed(pipeline, clock, "b", 2)
     pipeline.publish_digest()
-    assert list(fake.published_on("nerve.digest")[-1]["hosts"]) == ["b"]
+    assert list(digest_entries(fake.published_on("nerve.digest")[-1])) == ["b"]
     clock.advance(0.1)
     answer_all(fake, lambda hosts: analysed(hosts, "HIGH"))
     pipeline.publish_digest()
-    assert {h: e["level"] for h, e in fake.published_on("nerve.digest")[-1]["hosts"].items()} == {"a": "HIGH", "b": "HIGH"}
+    assert {h: e["level"] for h, e in digest_entries(fake.published_on("nerve.digest")[-1]).items()} == {"a": "HIGH", "b": "HIGH"}
     clock.advance(60)  # both go quiet: the flip to stale is news
     pipeline.publish_digest()
-    assert {h: e["stale"] for h, e in fake.published_on("nerve.digest")[-1]["hosts"].items()} == {"a": True, "b": True}
+    assert {h: e["stale"] for h, e in digest_entries(fake.published_on("nerve.digest")[-1]).items()} == {"a": True, "b": True}
 
 
 def test_a_packed_batch_travels_as_one_binary_value_and_gives_the_analysis_lists_give(clock):

@@ -97,6 +97,13 @@ STATE_BYTES_PER_METRIC = 160  # a compact state row (15 float64) and its name, w
 SAMPLE_BYTES_PER_METRIC = 24  # one metric of one pending sample (name and float)
 
 
+def digest_entries(event):
+    """{host_id: {field: value}} of a nerve.digest or nerve.snapshot event: its rows under `fields`, or its entries."""
+    fields = event.get("fields")
+    hosts = event.get("hosts") or {}
+    return {host_id: dict(zip(fields, row)) for host_id, row in hosts.items()} if fields else hosts
+
+
 @dataclass(frozen=True)
 class OrchestratorConfig:
     """Orchestrator settings: window length, batching, digest tick and timeouts."""
@@ -461,18 +468,18 @@ class Orchestrator:
             host.level_name, host.digest_dirty = level, True
 
     @staticmethod
-    def digest_entry(host, now):  # its fields: DIGEST_FIELDS
-        """One host's line in the digest: level, headline values, age, staleness."""
+    def digest_row(host, now):
+        """One host's line in the digest, its values in DIGEST_FIELDS order: level, ts, seq, staleness, headline values."""
         latest = host.latest_metrics
         # A host known only from the alert keeper (DOWN before this orchestrator started) has no measurement: ts null.
-        entry = {"level": host.presence or host.level_name, "ts": host.last_ts if host.last_seq >= 0 else None,
-                 "seq": host.last_seq, "stale": now > host.stale_at}
+        row = [host.presence or host.level_name, host.last_ts if host.last_seq >= 0 else None, host.last_seq,
+               now > host.stale_at]
         for name in HEADLINE_METRICS:
             value = latest.get(name)
             # Four significant digits, more than any view shows: a fleet's digests and snapshot carry a tenth fewer
             # bytes per host for each value than a float's 17 digits (nerve.history keeps the exact values).
-            entry[name] = float(f"{value:.4g}") if isinstance(value, float) else value
-        return entry
+            row.append(float(f"{value:.4g}") if isinstance(value, float) else value)
+        return row
 
     @every(lambda config: config.tick)
     def publish_digest(self):
@@ -493,10 +500,11 @@ class Orchestrator:
             stale = now > host.stale_at
             if host.digest_dirty or stale != host.digest_stale:
                 host.digest_dirty, host.digest_stale = False, stale
-                changed[host_id] = self.digest_entry(host, now)
+                changed[host_id] = self.digest_row(host, now)
             if stale and self._turns_silent(host, now):
                 silent.append(host_id)
-        self.mesh.publish("nerve.digest", {"ts": round(now, 3), "lag": self.lag_seconds(), "hosts": changed})
+        self.mesh.publish("nerve.digest", {"ts": round(now, 3), "lag": self.lag_seconds(), "fields": DIGEST_FIELDS,
+                                           "hosts": changed})
         if silent or self.heard:
             self.mesh.publish(SILENCE_TOPIC, {"ts": round(now, 3), "silent": silent, "heard": self.heard})
             self.heard = []
@@ -700,17 +708,17 @@ class Orchestrator:
             raise InvalidArgument(f"metric must be a metric of the measurement schema (e.g. 'cpu'), got {metric!r:.60}")
         if not isinstance(table, bool):
             raise InvalidArgument(f"table must be true (rows under `fields`) or false (an entry per host), got {table!r:.40}")
-        now = self.clock()
+        now, fields = self.clock(), [*DIGEST_FIELDS, "hostname", *(["recent"] if recent else [])]
         hosts = {}
         for host_id, host in self.hosts.items():
-            entry = self.digest_entry(host, now)
-            entry["hostname"] = host.hostname
+            row = self.digest_row(host, now)
+            row.append(host.hostname)
             if recent:
-                entry["recent"] = host.window.latest_values(metric, recent)
-            hosts[host_id] = list(entry.values()) if table else entry
+                row.append(host.window.latest_values(metric, recent))
+            hosts[host_id] = row if table else dict(zip(fields, row))
         answer = {"ts": round(now, 3), "schema": self.schema(), "hosts": hosts}
         if table:
-            answer["fields"] = [*DIGEST_FIELDS, "hostname", *(["recent"] if recent else [])]
+            answer["fields"] = fields
         return answer
 
     @procedure("nerve.history", invoke="first")

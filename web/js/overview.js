@@ -24,8 +24,8 @@ export async function fetchSnapshot(session) {
   return session.call("nerve.snapshot", [], SNAPSHOT_OPTIONS);
 }
 
-// A host's entry in a snapshot: a table's row under its field names, or the entry itself.
-function snapshotEntry(fields, value) {
+// A host's entry in a snapshot or a digest: a table's row under its field names, or the entry itself.
+function entryOf(fields, value) {
   if (!fields) return value;
   const entry = {};
   for (let i = 0; i < fields.length; i += 1) entry[fields[i]] = value[i];
@@ -175,7 +175,7 @@ export class Overview {
     if (snapshot.schema) this.setSchema(snapshot.schema);
     const seen = new Set();
     for (const [id, value] of Object.entries(snapshot.hosts ?? {})) {
-      const entry = snapshotEntry(snapshot.fields, value);
+      const entry = entryOf(snapshot.fields, value);
       seen.add(id);
       this._update(id, entry, snapshot.ts, now);
       if (Array.isArray(entry.recent)) this._backfill(this.hosts.get(id), entry.recent);
@@ -195,10 +195,10 @@ export class Overview {
     host.sparkDirty = true;
   }
 
-  /** One nerve.digest event: the hosts that changed since the last tick. */
+  /** One nerve.digest event: the hosts that changed since the last tick, each a row under the digest's fields. */
   applyDigest(digest) {
     const now = performance.now();
-    for (const id in digest.hosts) this._update(id, digest.hosts[id], digest.ts, now);
+    for (const id in digest.hosts) this._update(id, entryOf(digest.fields, digest.hosts[id]), digest.ts, now);
     this.lastDigestAt = now;
     this.scheduleRender({ now: true });
   }
