@@ -184,8 +184,8 @@ class Tracker:
         self.capacity = max(1, math.ceil(config.buffer_seconds / config.interval)) * len(self.host_ids)
         self.buffer = deque()
         self.unacked = OrderedDict()  # (host_id, seq) -> event, published and not yet confirmed, oldest first
-        self.window = 0  # publishes since the last one that asked for an acknowledgement
-        self.window_ts = -math.inf  # measurement ts of that publish
+        self.since_ask = 0  # publishes since the last one that asked for an acknowledgement
+        self.asked_ts = -math.inf  # measurement ts of that publish
         self.listened = False
         self.stats = Counter()
 
@@ -221,11 +221,11 @@ class Tracker:
             event = self.buffer.popleft()
             key = (event["host_id"], event["seq"])
             self.unacked[key] = event
-            self.window += 1
-            ask = self.window >= ACK_EVERY or event["ts"] - self.window_ts >= ACK_SECONDS
+            self.since_ask += 1
+            ask = self.since_ask >= ACK_EVERY or event["ts"] - self.asked_ts >= ACK_SECONDS
             sent = self.mesh.publish(measure_topic(event["host_id"]), event, acknowledge=ask)
             if ask:
-                self.window, self.window_ts = 0, event["ts"]
+                self.since_ask, self.asked_ts = 0, event["ts"]
                 sent.addCallbacks(self._acknowledged, self._not_acknowledged, callbackArgs=(key,), errbackArgs=(key,))
 
     def _confirm(self, key):
@@ -262,7 +262,7 @@ class Tracker:
         if self.unacked:
             self.buffer.extendleft(reversed(list(self.unacked.values())))
             self.unacked.clear()
-        self.window, self.window_ts = 0, -math.inf
+        self.since_ask, self.asked_ts = 0, -math.inf
         self.listened = False
         waited = 0
         while self.mesh.connected and not self.listened:
