@@ -23,7 +23,7 @@ from components.mesh.config import MeshConfig
 from components.mesh.decorators import every, on, on_join, on_stop, procedure
 from components.mesh.errors import ConfigError, InvalidArgument, Unavailable
 from components.mesh.leadership import routed_to_me
-from components.monitor.measure import HOST_ID_PATTERN, MEASURE_TOPIC_PREFIX, finite_number
+from components.monitor.measure import HOST_ID_PATTERN, MEASURE_TOPIC_PREFIX, SILENCE_TOPIC, SILENT_URI, finite_number
 
 log = Logger(namespace="nerve.alerts")
 
@@ -32,8 +32,6 @@ ALERT_TOPIC_PREFIX = "nerve.alert."
 ALERTS_CHANGED_TOPIC = "nerve.alerts.changed"
 SILENCES_CHANGED_TOPIC = "nerve.silences.changed"
 MESH_SESSIONS_URI = "nerve.mesh.sessions"
-SILENCE_TOPIC = "nerve.orchestrator.silence"  # the orchestrator's hosts gone silent and heard again
-SILENT_URI = "nerve.orchestrator.silent"  # the orchestrator's hosts silent now
 TRACKER_ROLE = "tracker"
 BOOT_TOLERANCE_SECONDS = 5.0  # a boot time read again may move by a second or two (clock adjustments); a reboot moves it more
 

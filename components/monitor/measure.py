@@ -7,6 +7,12 @@ import sys
 from components.mesh.errors import InvalidArgument
 
 MEASURE_TOPIC_PREFIX = "nerve.measure."
+# The absence of measurements, as the orchestrator (which publishes and answers these) tells the alert keeper.
+# Hosts that fell silent (no measurement for down_after) or were heard again: {ts, silent: [ids], heard: [ids]}. The
+# keeper makes a silent host DOWN while its tracker's session is still open (a hung process, a machine or network
+# that died without closing the connection: the router learns of those late or never).
+SILENCE_TOPIC = "nerve.orchestrator.silence"
+SILENT_URI = "nerve.orchestrator.silent"  # the hosts silent now, for a keeper that (re)starts meanwhile
 HOST_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 MAX_METRICS = 512
 MAX_FUTURE_SECONDS = 60.0

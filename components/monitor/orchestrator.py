@@ -29,6 +29,8 @@ from components.monitor.measure import (
     HOST_ID_PATTERN,
     MEASURE_SCHEMA,
     MEASURE_TOPIC_PREFIX,
+    SILENCE_TOPIC,
+    SILENT_URI,
     family_of,
     finite_number,
     validate_measure,
@@ -47,11 +49,6 @@ log = Logger(namespace="nerve.orchestrator")
 ANALYZE_URI = "nerve.analyze"
 LEADER_URI = "nerve.orchestrator.leader"
 ANALYSED_URI = "nerve.orchestrator.analysed"
-# Hosts that fell silent (no measurement for down_after) or were heard again: {ts, silent: [ids], heard: [ids]}. The
-# alert keeper makes a silent host DOWN while its tracker's session is still open (a hung process, a machine or
-# network that died without closing the connection: the router learns of those late or never).
-SILENCE_TOPIC = "nerve.orchestrator.silence"
-SILENT_URI = "nerve.orchestrator.silent"  # the hosts silent now, for a keeper that (re)starts meanwhile
 ALERTS_OPEN_URI = "nerve.alerts.open"  # the alert keeper's open alerts (components/alerts)
 ANALYSIS_TOPIC_PREFIX = "nerve.analysis."
 ANALYSIS_EVENTS = ("subscribed", "all")
