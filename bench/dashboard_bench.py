@@ -473,8 +473,10 @@ def run(args, hosts):
                     rows.append((name, "CPU row" if "detail" in name else "reference",
                                  f"p50 {percentile(values, 0.5):.0f} ms", f"p99 {percentile(values, 0.99):.0f} ms",
                                  f"n={len(values)}"))
+            slowest = max(range(len(controls)), key=controls.__getitem__)
             rows.append(("search / filter / sort → redrawn", f"{len(controls)} changes", f"median {statistics.median(controls):.0f} ms",
-                         f"max {max(controls):.0f} ms", f"n={len(controls)}"))
+                         f"max {controls[slowest]:.0f} ms ({'{} {!r}'.format(*CONTROL_CHANGES[slowest])})",
+                         f"n={len(controls)}"))
             rows.append(("page memory", "renderer PSS", f"{max(memory, default=float('nan')):.0f} MB",
                          f"JS heap {heap:.0f} MB", f"{len(memory)} renderers"))
             browser.close()
