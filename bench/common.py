@@ -88,6 +88,30 @@ def scheduler_seconds(process):
     return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
+class OutsideMeter:
+    """CPU of the processes outside this one's tree over a span, as % of one core: a mesh left behind by another
+    run, or a build, takes cores from everything measured, so a run says how much it had to share."""
+
+    def __init__(self):
+        self.started, self.before = time.monotonic(), self._read()
+
+    @staticmethod
+    def _read():
+        ours = {os.getpid()} | {child.pid for child in psutil.Process().children(recursive=True)}
+        seconds = {}
+        for process in psutil.process_iter(["cpu_times"]):
+            times = process.info["cpu_times"]
+            if process.pid not in ours and times is not None:
+                seconds[process.pid] = times.user + times.system
+        return seconds
+
+    def share(self):
+        """% of one core the outside processes used since the meter started (one that started since counts whole)."""
+        after = self._read()
+        used = sum(seconds - self.before.get(pid, 0.0) for pid, seconds in after.items())
+        return 100 * used / (time.monotonic() - self.started)
+
+
 def machine_line():
     """One line saying what machine the figures come from."""
     return f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {sys.version.split()[0]}"

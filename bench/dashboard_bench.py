@@ -36,13 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from twisted.internet import reactor, threads  # noqa: E402
 
-from bench.common import (CHROMIUM_FLAGS, busy_share, machine_line, percentile, scheduler_seconds,  # noqa: E402
+from bench.common import (CHROMIUM_FLAGS, OutsideMeter, busy_share, machine_line, percentile, scheduler_seconds,  # noqa: E402
                           stolen_share)
 from components.monitor.orchestrator import digest_entries  # noqa: E402
 from components.testing.live import ComponentProcess, RouterProcess, join, measurement, publish_acknowledged  # noqa: E402
 from components.testing.raw import router_worker  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
+# % of one core that other processes may take during the probes before the summary calls a run skewed.
+OUTSIDE_WARN_SHARE = 10
 PROBE = "bench-probe"
 VIEWPORT = {"width": 1280, "height": 800}
 
@@ -267,6 +269,8 @@ def main():
             verdicts.append(ok)
             shown = f"{value * 100:.0f} %" if key == "busy_worst_share" else f"{value:.0f}{' ' + unit if unit else ''}"
             checks.append(f"{key} {shown} {'PASS' if ok else 'FAIL'}")
+        if measured["outside_share"] >= OUTSIDE_WARN_SHARE:
+            checks.append(f"skewed: processes outside this bench took {measured['outside_share']:.0f} % of a core")
         parts.append(f"{total} hosts: " + ", ".join(checks))
     print(f"summary: {'PASS' if all(verdicts) else 'FAIL'}; " + "; ".join(parts))
 
@@ -396,9 +400,9 @@ def run(args, hosts):
                 return published, latencies(published, page.evaluate("() => window.__seen"))
 
             received_before, probes_started = wamp(watcher.call, "nerve.stats")["received"], time.monotonic()
-            machine_before, worker_before = psutil.cpu_times(), scheduler_seconds(worker)
+            machine_before, worker_before, outside = psutil.cpu_times(), scheduler_seconds(worker), OutsideMeter()
             published, on_overview = probe(first, "#fleet-card", probe_indices(1, args.probes))
-            machine_after, worker_after = psutil.cpu_times(), scheduler_seconds(worker)
+            machine_after, worker_after, outside_share = psutil.cpu_times(), scheduler_seconds(worker), outside.share()
             probing_seconds = time.monotonic() - probes_started
             received = (wamp(watcher.call, "nerve.stats")["received"] - received_before) / probing_seconds
             analyzer_nice = ", ".join(str(psutil.Process(analyzer.process.pid).nice()) for analyzer in analyzers)
@@ -410,7 +414,8 @@ def run(args, hosts):
             on_cpu, waiting = (100 * (after - before) / probing_seconds for before, after in zip(worker_before, worker_after))
             rows.append(("machine during the probes", "both cores",
                          f"busy {busy_share(machine_before, machine_after) * 100:.0f} %, "
-                         f"stolen {stolen_share(machine_before, machine_after) * 100:.0f} %",
+                         f"stolen {stolen_share(machine_before, machine_after) * 100:.0f} %, "
+                         f"outside this bench {outside_share:.0f} % of a core",
                          f"router worker on a core {on_cpu:.0f} %, waiting for one {waiting:.0f} %",
                          f"router {on_cpu * 1e4 / received:.0f} µs CPU per measurement"))
             on_python = latencies(published, at_python["digest"])
@@ -489,7 +494,7 @@ def run(args, hosts):
             print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
         return total, {"latency_p99_ms": percentile(on_overview, 0.99), "busy_worst_share": max(shares),
                        "dom_nodes": nodes, "memory_mb": max(memory, default=float("nan")),
-                       "open_to_full_ms": max(opens), "filter_redraw_ms": max(controls)}
+                       "open_to_full_ms": max(opens), "filter_redraw_ms": max(controls), "outside_share": outside_share}
     finally:
         keep_alive.set()
         for process in processes:
