@@ -37,6 +37,8 @@ def test_every_command_has_help(command):
     (["listen", "--on", "Not A Topic"], "topic"),
     (["orchestrator", "--batch-size", "0"], "batch size"),
     (["analyzer", "--nice", "20"], "--nice"),
+    (["alert", "send", "--on", "app.deploy", "--nice", "5", "done"], "No such option '--nice'"),
+    (["tsp", "solve", "--nice", "5", "x.tsp"], "No such option '--nice'"),
     (["frobnicate"], "No such command"),
 ])
 def test_bad_flags_print_usage_and_exit_2(args, fragment):

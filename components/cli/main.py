@@ -289,7 +289,7 @@ def alert():
 
 
 @alert.command("send")
-@mesh_options("operator")
+@mesh_options("operator", one_shot=True)
 @click.option("--on", "topic", required=True, help="Topic to publish on, e.g. nerve.alert.web-01 or app.deploy.")
 @click.argument("message")
 def alert_send(topic, message, **kwargs):

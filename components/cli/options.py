@@ -17,8 +17,11 @@ BACKGROUND_ROLES = ("compute",)
 BACKGROUND_NICE = 10
 
 
-def mesh_options(role):
-    """Click options shared by every component: where the router is, who we are, how it shares the CPU."""
+def mesh_options(role, one_shot=False):
+    """Click options shared by every component: where the router is, who we are, how it shares the CPU.
+
+    A one-shot command (`one_shot`: it sends, waits for its answer and exits) has no --nice: it runs too briefly
+    for its priority to matter, so the flag would only suggest an effect it cannot have."""
 
     def decorate(command):
         options = [
@@ -35,10 +38,11 @@ def mesh_options(role):
                          type=click.Choice(LOG_LEVELS)),
             click.option("--ca-file", envvar="NERVE_CA_FILE", default=None, show_envvar=True, type=click.Path(dir_okay=False),
                          help="CA certificate to verify a wss:// or rss:// router with (e.g. .crossbar/tls/ca.pem)."),
-            click.option("--nice", envvar="NERVE_NICE", default=BACKGROUND_NICE if role in BACKGROUND_ROLES else 0,
-                         show_default=True, show_envvar=True, type=click.IntRange(0, 19),
-                         help="CPU priority as nice(1) counts it: higher yields to the other processes when the "
-                              "machine is busy (a process started at a higher one keeps it)."),
+            *([] if one_shot else [click.option(
+                "--nice", envvar="NERVE_NICE", default=BACKGROUND_NICE if role in BACKGROUND_ROLES else 0,
+                show_default=True, show_envvar=True, type=click.IntRange(0, 19),
+                help="CPU priority as nice(1) counts it: higher yields to the other processes when the "
+                     "machine is busy (a process started at a higher one keeps it).")]),
             # For benches only (docs/deviations.md): switches parts of the library tuning off, e.g. tcp_nodelay=off.
             click.option("--tuning", envvar="NERVE_TUNING", default="", hidden=True),
         ]
@@ -68,9 +72,9 @@ def checked(factory, **values):
 
 
 def split_mesh(kwargs):
-    """Separate the common mesh options from a command's own options."""
+    """Separate the common mesh options from a command's own options (a one-shot command has no nice)."""
     names = ("router", "realm", "authid", "ticket", "secrets_file", "log_level", "ca_file", "nice", "tuning")
-    return {name: kwargs.pop(name) for name in names}, kwargs
+    return {name: kwargs.pop(name) for name in names if name in kwargs}, kwargs
 
 
 # Optional modules autobahn imports when installed that a tracker never uses. The tracker's transports

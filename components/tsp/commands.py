@@ -86,7 +86,7 @@ def describe_progress(payload, echo):
 
 
 @tsp.command("solve")
-@mesh_options("operator")
+@mesh_options("operator", one_shot=True)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--budget", default=10.0, show_default=True, type=float, help="Seconds of annealing.")
 @click.option("--seed", default=None, type=int, help="Seed for a reproducible sequence of anneal calls.")
