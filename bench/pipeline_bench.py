@@ -46,8 +46,8 @@ import psutil
 
 from twisted.internet import defer, task
 
-from common import (CpuMeter, busy_share, flood, histogram_percentile, machine_line, open_dashboards, percentile,  # noqa: E402
-                    router_rates, stolen_share)
+from common import (CpuMeter, OutsideMeter, busy_share, flood, histogram_percentile, machine_line,  # noqa: E402
+                    open_dashboards, percentile, router_rates, stolen_share)
 from components.mesh.config import uri_safe  # noqa: E402
 from components.testing.live import ComponentProcess, RouterProcess, join, sleep, wait_for_callees  # noqa: E402
 from trees import source_trees  # noqa: E402
@@ -100,7 +100,7 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, s
         meters.append(CpuMeter("simulator", simulator.process.pid))
         for meter in meters:
             meter.begin()
-        machine_before = psutil.cpu_times()
+        machine_before, outside = psutil.cpu_times(), OutsideMeter()
         machine_times = task.LoopingCall(lambda: machine_samples.append(psutil.cpu_times()))
         machine_times.start(1.0)
         stats_before = yield observer.call("nerve.stats")
@@ -112,7 +112,7 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, s
         router_after = yield observer.call("nerve.router.stats")
         stats_after = yield observer.call("nerve.stats")
         usage = {meter.name: meter.end() for meter in meters}
-        machine_after = psutil.cpu_times()
+        machine_after, outside_share = psutil.cpu_times(), outside.share()
     finally:
         simulator.stop()
         for subscription in subscriptions:
@@ -144,7 +144,7 @@ def pipeline_step(router, observer, processes, hosts, seconds, simulator_args, s
             "delivery_p50": percentile(deliveries, 0.5) * 1000, "delivery_p99": percentile(deliveries, 0.99) * 1000,
             "messages": messages, "router_cpu": router_cpu, "usage": usage, "gc": collections, "worst_by_10s": worst,
             "stolen_by_10s": stolen, "stolen": stolen_share(machine_before, machine_after), "per_host": messages / hosts,
-            "machine_busy": busy_share(machine_before, machine_after)}
+            "machine_busy": busy_share(machine_before, machine_after), "outside": outside_share}
 
 
 def waves(step):
@@ -221,7 +221,7 @@ def main(reactor, args):
           f"router worker {per_host_auth[2]:.0f} % CPU, {per_host_auth[3]:.0%} stolen")
     header = (f"{'variant':<10} {'hosts':>6} {'recv/s':>7} {'lost':>5} {'p50 ms':>7} {'p99 ms':>7} {'probe p50':>9} "
               f"{'probe p99':>9} {'lag s':>6} {'router msg/s':>12} {'msg/host/s':>10} {'vs ceiling':>10} {'vs bound':>8} "
-              f"{'router CPU':>10} {'GC ms/s r/o':>11} {'machine':>7} {'stolen':>6}  busiest")
+              f"{'router CPU':>10} {'GC ms/s r/o':>11} {'machine':>7} {'stolen':>6} {'outside':>7}  busiest")
     print(header)
     summary = []
     for name, steps in results.items():
@@ -234,7 +234,7 @@ def main(reactor, args):
                   f"{step['messages']:>12,.0f} {step['per_host']:>10.2f} {step['messages'] / static[1]:>10.0%} "
                   f"{step['messages'] / bound:>8.0%} "
                   f"{step['router_cpu']:>9.0f}% {step['gc']['router'][0]:>5.0f}/{step['gc']['orchestrator'][0]:<5.0f} "
-                  f"{step['machine_busy']:>7.0%} {step['stolen']:>6.0%}  " + ", ".join(f"{n} {c:.0f}%" for n, c in others[:3]))
+                  f"{step['machine_busy']:>7.0%} {step['stolen']:>6.0%} {step['outside']:>6.0f}%  " + ", ".join(f"{n} {c:.0f}%" for n, c in others[:3]))
             if sustained(step, args.seconds):
                 best = step
         if best:
