@@ -20,8 +20,8 @@ BACKGROUND_NICE = 10
 def mesh_options(role, one_shot=False):
     """Click options shared by every component: where the router is, who we are, how it shares the CPU.
 
-    A one-shot command (`one_shot`: it sends, waits for its answer and exits) has no --nice: it runs too briefly
-    for its priority to matter, so the flag would only suggest an effect it cannot have."""
+    A one-shot command (`one_shot`: one call or publish, then it waits for the answer and exits) has no --nice: it
+    does next to no work of its own, so its priority changes nothing and the flag would only suggest it does."""
 
     def decorate(command):
         options = [
