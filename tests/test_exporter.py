@@ -1,6 +1,7 @@
 """The exporter with plain calls: names and units from the schema, labels, levels, staleness, nerve.stats; its command
 line's errors."""
 
+import math
 import os
 import socket
 import subprocess
@@ -133,6 +134,13 @@ def test_a_host_without_measurements_for_3_intervals_drops_out_of_the_exposition
     (samples_event({"h": host_entry([START], {"cpu": [1.0]}, level="SEVERE")}), "'level' must be one of"),
     (samples_event({"h": host_entry([START], {"cpu": [1.0]}, levels={"cpu": 2})}), "'levels' must map"),
     (samples_event({"h": dict(host_entry([START], {"cpu": [1.0]}), ts=[])}), "'ts' must be a non-empty list"),
+    (samples_event({"h": dict(host_entry([START], {"cpu": [1.0]}), ts=[True])}), "'ts' must be a non-empty list"),
+    # Names become label values and level names index a table: what is not a string is refused, not stored.
+    (samples_event({"h": host_entry([START], {7: [1.0]})}), "'metrics' must map metric names"),
+    (samples_event({"h": host_entry([START], {"cpu": [1.0]}, level=["HIGH"])}), "'level' must be one of"),
+    (samples_event({"h": host_entry([START], {"cpu": [1.0]}, levels={"cpu": ["HIGH"]})}), "'levels' must map"),
+    (samples_event({"h": host_entry([START], {"cpu": [1.0]}, anomaly={5: 1.0})}), "'anomaly' must map metric names"),
+    (samples_event({"h": host_entry([START], {"cpu": [1.0]}, anomaly={"cpu": math.inf})}), "'anomaly' must map"),
 ])
 def test_a_malformed_event_is_counted_and_dropped_whole(exporter_and_fake, event, problem, caplog):
     exporter, fake = exporter_and_fake

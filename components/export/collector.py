@@ -108,7 +108,8 @@ def _number(value):
 
 
 def _checked_levels(host_id, levels):
-    if not isinstance(levels, dict) or not all(isinstance(name, str) and level in LEVEL_VALUES
+    # Names become label values and levels index a table: what is not a string is refused here, not at a scrape.
+    if not isinstance(levels, dict) or not all(type(name) is str and type(level) is str and level in LEVEL_VALUES
                                                for name, level in levels.items()):
         raise InvalidArgument(f"nerve.samples host {host_id!r}: 'levels' must map metric families to one of "
                               f"{', '.join(LEVELS)}, got {levels!r:.80}")
@@ -128,6 +129,9 @@ def host_view(host_id, entry, previous, now, stale_after):
         raise InvalidArgument(f"nerve.samples host {host_id!r}: 'metrics' must map metric names to lists of values")
     values = {}
     for name, column in metrics.items():
+        if type(name) is not str:
+            raise InvalidArgument(f"nerve.samples host {host_id!r}: 'metrics' must map metric names (strings) to lists "
+                                  f"of values, got the name {name!r:.60}")
         if not isinstance(column, list) or len(column) != len(stamps):
             raise InvalidArgument(f"nerve.samples host {host_id!r}: metric {name!r:.60} must be a list of {len(stamps)} "
                                   f"values aligned with 'ts'")
@@ -140,10 +144,10 @@ def host_view(host_id, entry, previous, now, stale_after):
                                       f"finite number: {value!r:.40}")
             values[name] = value
     level, anomaly = entry.get("level"), entry.get("anomaly") or {}
-    if level is not None and level not in LEVEL_VALUES:
+    if level is not None and (not isinstance(level, str) or level not in LEVEL_VALUES):
         raise InvalidArgument(f"nerve.samples host {host_id!r}: 'level' must be one of {', '.join(LEVELS)} or null, "
                               f"got {level!r:.40}")
-    if not isinstance(anomaly, dict) or not all(_number(score) for score in anomaly.values()):
+    if not isinstance(anomaly, dict) or not all(type(name) is str and _number(score) for name, score in anomaly.items()):
         raise InvalidArgument(f"nerve.samples host {host_id!r}: 'anomaly' must map metric names to numbers")
     ts = max(stamps)
     if len(stamps) > 1:
