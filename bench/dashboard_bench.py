@@ -402,7 +402,8 @@ def run(args, hosts):
             received_before, probes_started = wamp(watcher.call, "nerve.stats")["received"], time.monotonic()
             machine_before, worker_before, outside = psutil.cpu_times(), scheduler_seconds(worker), OutsideMeter()
             published, on_overview = probe(first, "#fleet-card", probe_indices(1, args.probes))
-            machine_after, worker_after, outside_share = psutil.cpu_times(), scheduler_seconds(worker), outside.share()
+            machine_after, worker_after = psutil.cpu_times(), scheduler_seconds(worker)
+            outside_share = outside.share()
             probing_seconds = time.monotonic() - probes_started
             received = (wamp(watcher.call, "nerve.stats")["received"] - received_before) / probing_seconds
             analyzer_nice = ", ".join(str(psutil.Process(analyzer.process.pid).nice()) for analyzer in analyzers)

@@ -234,7 +234,8 @@ def main(reactor, args):
                   f"{step['messages']:>12,.0f} {step['per_host']:>10.2f} {step['messages'] / static[1]:>10.0%} "
                   f"{step['messages'] / bound:>8.0%} "
                   f"{step['router_cpu']:>9.0f}% {step['gc']['router'][0]:>5.0f}/{step['gc']['orchestrator'][0]:<5.0f} "
-                  f"{step['machine_busy']:>7.0%} {step['stolen']:>6.0%} {step['outside']:>6.0f}%  " + ", ".join(f"{n} {c:.0f}%" for n, c in others[:3]))
+                  f"{step['machine_busy']:>7.0%} {step['stolen']:>6.0%} {step['outside']:>6.0f}%  "
+                  + ", ".join(f"{n} {c:.0f}%" for n, c in others[:3]))
             if sustained(step, args.seconds):
                 best = step
         if best:
