@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from twisted.internet import reactor, threads  # noqa: E402
 
-from bench.common import (CHROMIUM_FLAGS, OutsideMeter, busy_share, machine_line, percentile, scheduler_seconds,  # noqa: E402
-                          stolen_share)
+from bench.common import (CHROMIUM_FLAGS, OutsideMeter, busy_share, interrupt_on_sigterm, machine_line,  # noqa: E402
+                          percentile, scheduler_seconds, stolen_share)
 from components.monitor.orchestrator import digest_entries  # noqa: E402
 from components.testing.live import ComponentProcess, RouterProcess, join, measurement, publish_acknowledged  # noqa: E402
 from components.testing.raw import router_worker  # noqa: E402
@@ -135,6 +135,12 @@ TIME_CONTROLS = """async (changes) => {
 
 # The first percentage in a text: the CPU value in the card (CPU comes first) and in the detail's CPU row.
 CPU_VALUE = re.compile(r"(\d+\.\d)%")
+
+
+def tiles_up_to():
+    """The overview's TILES_UP_TO (web/js/overview.js): up to that many hosts it shows tiles, past it the map."""
+    source = (Path(__file__).resolve().parents[1] / "web" / "js" / "overview.js").read_text()
+    return int(re.search(r"export const TILES_UP_TO = (\d+);", source).group(1))
 
 
 def wamp(function, *args, **kwargs):
@@ -251,7 +257,12 @@ def main():
         parser.error("--probes must be 1 to 1000 and --detail-probes 0 to 1000")
     if args.pages < 1:
         parser.error("--pages must be at least 1")
+    map_from = tiles_up_to() + 1
+    if min(args.hosts) + 1 < map_from:  # the probe is one more host
+        parser.error(f"--hosts must be {map_from - 1} or more: the probes hover the probe's cell of the fleet map, "
+                     f"which the overview shows past {map_from - 1} hosts (tiles below)")
     print(machine_line(), file=sys.stderr)
+    interrupt_on_sigterm()
     threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True).start()
     results = []
     try:
