@@ -4,6 +4,7 @@ Used by nerve's own tests; a team writing components can use them the same way w
 pytest-twisted (`pytest_twisted.blockon` in fixtures, `inlineCallbacks` in tests).
 """
 
+import atexit
 import os
 import signal
 import subprocess
@@ -20,6 +21,38 @@ from twisted.internet import defer, reactor, task
 from components.mesh import credentials
 from components.mesh.config import MeshConfig
 from components.node.routerctl import free_port, router_command, wait_for_port
+
+
+_started = []  # the processes started here that may still run: Python's exit stops them (_stop_leftovers)
+
+
+def _popen(command, **options):
+    """subprocess.Popen in a session of its own, remembered so that Python's exit stops it if nothing else did."""
+    _started[:] = [process for process in _started if process.poll() is None]
+    process = subprocess.Popen(command, start_new_session=True, **options)
+    _started.append(process)
+    return process
+
+
+@atexit.register
+def _stop_leftovers(timeout=15):
+    """SIGTERM what was started here and still runs, SIGKILL its process group after timeout seconds.
+
+    A bench whose reactor stopped on SIGTERM, or a script that failed before its cleanup, would otherwise leave a
+    router and components running in their own sessions, skewing whatever runs on the machine next."""
+    running = [process for process in _started if process.poll() is None]
+    for process in running:
+        process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it ended between the wait and the kill
+            process.wait()
 
 
 class _LocalRouterUrls:
@@ -59,7 +92,7 @@ class RouterProcess(_LocalRouterUrls):
         command = router_command(self.port, self.secrets_file, base=self.workdir / "cbdir", tls=self.tls,
                                  tuning=self.tuning)
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = _popen(command, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process, timeout=60)
         return self
 
@@ -95,8 +128,8 @@ class ComponentProcess:
         self.args = args
         self.output_path = router.workdir / f"{args[0]}-{time.monotonic_ns()}.log"
         self._output = open(self.output_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "components", *args], env=router.env(**(env or {})),
-                                        stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True, cwd=source)
+        self.process = _popen([sys.executable, "-m", "components", *args], env=router.env(**(env or {})),
+                              stdout=self._output, stderr=subprocess.STDOUT, cwd=source)
 
     def output(self):
         """Everything the process printed so far."""
@@ -141,8 +174,8 @@ class MeshUpProcess(_LocalRouterUrls):
         variables["NERVE_DATA_DIR"] = str(self.workdir / "data")
         variables.update(env or {})
         with open(self.output_path, "wb") as output:
-            self.process = subprocess.Popen([sys.executable, "-m", "components", "up", "--port", str(self.port), *args],
-                                            env=variables, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = _popen([sys.executable, "-m", "components", "up", "--port", str(self.port), *args],
+                                  env=variables, stdout=output, stderr=subprocess.STDOUT)
 
     def ticket(self, role, authid):
         """The ticket authid must present for role on this mesh."""
