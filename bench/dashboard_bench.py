@@ -257,10 +257,10 @@ def main():
         parser.error("--probes must be 1 to 1000 and --detail-probes 0 to 1000")
     if args.pages < 1:
         parser.error("--pages must be at least 1")
-    map_from = tiles_up_to() + 1
-    if min(args.hosts) + 1 < map_from:  # the probe is one more host
-        parser.error(f"--hosts must be {map_from - 1} or more: the probes hover the probe's cell of the fleet map, "
-                     f"which the overview shows past {map_from - 1} hosts (tiles below)")
+    tiles = tiles_up_to()
+    if min(args.hosts) + 1 <= tiles:  # the probe is one more host
+        parser.error(f"--hosts must be {tiles} or more: the probes hover the probe's cell of the fleet map, "
+                     f"which the overview shows past {tiles} hosts (tiles below)")
     print(machine_line(), file=sys.stderr)
     interrupt_on_sigterm()
     threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True).start()
@@ -268,6 +268,8 @@ def main():
     try:
         for hosts in args.hosts:
             results.append(run(args, hosts))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run() has stopped what it started
+        sys.exit("dashboard_bench: interrupted; its router and components are stopped")
     finally:
         reactor.callFromThread(reactor.stop)
     verdicts = []

@@ -144,7 +144,7 @@ def host_view(host_id, entry, previous, now, stale_after):
                                       f"finite number: {value!r:.40}")
             values[name] = value
     level, anomaly = entry.get("level"), entry.get("anomaly") or {}
-    if level is not None and (not isinstance(level, str) or level not in LEVEL_VALUES):
+    if level is not None and (type(level) is not str or level not in LEVEL_VALUES):
         raise InvalidArgument(f"nerve.samples host {host_id!r}: 'level' must be one of {', '.join(LEVELS)} or null, "
                               f"got {level!r:.40}")
     if not isinstance(anomaly, dict) or not all(type(name) is str and _number(score) for name, score in anomaly.items()):

@@ -41,18 +41,11 @@ def _stop_leftovers(timeout=15):
     A bench whose reactor stopped on SIGTERM, or a script that failed before its cleanup, would otherwise leave a
     router and components running in their own sessions, skewing whatever runs on the machine next."""
     running = [process for process in _started if process.poll() is None]
-    for process in running:
+    for process in running:  # all at once: each takes its own time to leave
         process.terminate()
     deadline = time.monotonic() + timeout
     for process in running:
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # it ended between the wait and the kill
-            process.wait()
+        _wait_or_kill(process, max(0.0, deadline - time.monotonic()), group=True)
 
 
 class _LocalRouterUrls:
@@ -98,13 +91,8 @@ class RouterProcess(_LocalRouterUrls):
 
     def stop(self):
         """Stop crossbar (SIGTERM, then SIGKILL of its whole process group)."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process:
+            end_process(self.process, timeout=15, group=True)
 
     def ticket(self, role, authid):
         """The ticket authid must present for role on this router."""
@@ -230,16 +218,28 @@ class MeshUpProcess(_LocalRouterUrls):
         return end_process(self.process, signal.SIGTERM, timeout)
 
 
-def end_process(process, sig=signal.SIGTERM, timeout=10):
-    """Send sig to a process that still runs and wait for it, SIGKILL after timeout seconds; returns its exit code."""
+def end_process(process, sig=signal.SIGTERM, timeout=10, group=False):
+    """Send sig to a process that still runs and wait for it, SIGKILL after timeout seconds (its whole process group
+    with `group`, for one whose children must go too); returns its exit code."""
     if process.poll() is None:
         process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _wait_or_kill(process, timeout, group)
     return process.returncode
+
+
+def _wait_or_kill(process, timeout, group=False):
+    """Wait up to timeout seconds for a signalled process, then SIGKILL it (or its process group)."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            if group:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+        except ProcessLookupError:
+            pass  # it ended between the wait and the kill
+        process.wait()
 
 
 def wait_until(predicate, timeout=5.0, interval=0.05, message="condition"):
